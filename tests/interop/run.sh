@@ -1,0 +1,748 @@
+#!/usr/bin/env bash
+# splitdns interop suite: real libc clients, real DHCP clients, real stand-in
+# DNS servers, all inside network namespaces this script creates and deletes.
+#
+#   sudo tests/interop/run.sh            # after: cargo build --release
+#
+# Environment:
+#   SPLITDNS      splitdns binary (default: target/release/splitdns)
+#   N_RACE        lookups for the race scenario (default 500)
+#   N_FIX         lookups per name and libc for the fix scenario (default 2000)
+#   SCENARIOS     space-separated subset of: race fix dhcp check (default: all)
+#   KEEP_WORK=1   keep the temporary work directory for inspection
+#
+# Needs root and: iproute2 (ip netns), util-linux (unshare, mount), coreutils
+# (timeout), dnsmasq-base, unbound, musl-tools, gcc, isc-dhcp-client, busybox,
+# dnsutils (dig). Nothing leaves the namespaces; the host's /etc is untouched
+# (checked at the end).
+#
+# Output: one "PASS scenario: figures" or "FAIL scenario: reason" line per
+# scenario, a summary line, and exit status 0 only if every scenario passed.
+
+set -u
+set -o pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$ROOT/tests/interop
+SPLITDNS=${SPLITDNS:-$ROOT/target/release/splitdns}
+N_RACE=${N_RACE:-500}
+N_FIX=${N_FIX:-2000}
+SCENARIOS=${SCENARIOS:-race fix dhcp check}
+# Upper bound on how long any daemon started here may live.
+LIFETIME=${LIFETIME:-300}
+PREFIX="sdns-$$-"
+
+PIDS=()        # processes started by this script (ip netns exec -> timeout -> daemon)
+NAMESPACES=()  # namespaces created by this script
+RESULTS=()     # "PASS name: ..." / "FAIL name: ..."
+FAILED=0
+WORK=""
+
+log() { printf '[interop %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+pass() { RESULTS+=("PASS $1: $2"); printf 'PASS %s: %s\n' "$1" "$2"; }
+fail() { RESULTS+=("FAIL $1: $2"); printf 'FAIL %s: %s\n' "$1" "$2"; FAILED=1; }
+
+# ---------------------------------------------------------------- cleanup ---
+
+# Kill a PID read from a pidfile only if its command line mentions our work
+# dir (the daemons below are all given paths under $WORK).
+kill_pidfile() {
+	local pidfile=$1 pid
+	[ -s "$pidfile" ] || return 0
+	pid=$(tr -dc '0-9' <"$pidfile")
+	[ -n "$pid" ] || return 0
+	if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$WORK"; then
+		kill "$pid" 2>/dev/null || true
+	fi
+}
+
+cleanup() {
+	local rc=$? pid ns f _
+	trap - EXIT INT TERM
+	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+		for f in "$WORK"/*.pid; do
+			[ -e "$f" ] && kill_pidfile "$f"
+		done
+	fi
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 1 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.05
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	for ns in "${NAMESPACES[@]}"; do
+		ip netns del "$ns" 2>/dev/null || true
+	done
+	if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+		# Kept when asked, or after a failure unless KEEP_WORK=0.
+		if [ "${KEEP_WORK:-}" = 1 ] || { [ "$rc" != 0 ] && [ "${KEEP_WORK:-}" != 0 ]; }; then
+			log "work dir kept: $WORK"
+		else
+			rm -rf "$WORK"
+		fi
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers ---
+
+need() {
+	local missing=() c
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 || missing+=("$c")
+	done
+	if [ "${#missing[@]}" -gt 0 ]; then
+		echo "interop: missing commands: ${missing[*]}" >&2
+		echo "interop: install with: apt-get install -y --no-install-recommends dnsmasq-base unbound musl-tools gcc libc6-dev isc-dhcp-client busybox dnsutils iproute2 util-linux" >&2
+		exit 2
+	fi
+}
+
+# new_ns NAME: create namespace $PREFIX$NAME with lo up; sets NS to its name.
+new_ns() {
+	NS="$PREFIX$1"
+	timeout 10 ip netns add "$NS" || { echo "interop: cannot create netns $NS" >&2; exit 2; }
+	NAMESPACES+=("$NS")
+	timeout 10 ip -n "$NS" link set lo up
+}
+
+# bg NS LOGNAME CMD...: start a daemon in namespace NS under timeout, record
+# its PID. Output goes to $WORK/LOGNAME.log.
+bg() {
+	local ns=$1 name=$2
+	shift 2
+	ip netns exec "$ns" timeout "$LIFETIME" "$@" >"$WORK/$name.log" 2>&1 &
+	PIDS+=("$!")
+	LAST_PID=$!
+}
+
+# stop PID: stop one daemon started with bg.
+stop() {
+	local pid=$1 _
+	kill "$pid" 2>/dev/null || true
+	for _ in $(seq 1 100); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+# dig_short NS SERVER[:PORT] NAME [TYPE]: one quick query, prints +short answer.
+dig_short() {
+	local ns=$1 server=$2 name=$3 type=${4:-A} port=53
+	case $server in
+	*:*) port=${server##*:}; server=${server%:*} ;;
+	esac
+	timeout 5 ip netns exec "$ns" dig +time=1 +tries=1 +short -p "$port" "@$server" "$name" "$type" 2>/dev/null
+}
+
+# wait_dns NS SERVER[:PORT] NAME EXPECT: poll until NAME resolves to EXPECT.
+wait_dns() {
+	local _
+	for _ in $(seq 1 100); do
+		if [ "$(dig_short "$1" "$2" "$3" | head -n1)" = "$4" ]; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	return 1
+}
+
+# dnsmasq_dns NS LOGNAME ADDR ARGS...: a DNS-only dnsmasq on ADDR:53 (or
+# ADDR#PORT), no upstreams, no /etc/hosts, no resolv.conf.
+dnsmasq_dns() {
+	local ns=$1 name=$2 addr=$3 port=53
+	shift 3
+	case $addr in
+	*#*) port=${addr##*#}; addr=${addr%#*} ;;
+	esac
+	bg "$ns" "$name" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+		--no-poll --bind-interfaces --listen-address="$addr" --port="$port" --user=root --group=root \
+		--pid-file= --log-facility=- --dhcp-leasefile="$WORK/$name.leases" "$@"
+}
+
+# Files the clients see in place of the host's /etc files.
+write_client_etc() {
+	printf '127.0.0.1 localhost\n::1 localhost\n' >"$WORK/hosts"
+	printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$WORK/nsswitch.conf"
+}
+
+# client NS RESOLV_CONF PROGRAM ARGS...: run PROGRAM in NS with a private
+# mount namespace in which RESOLV_CONF, hosts and nsswitch.conf are bind-mounted
+# over /etc. Prints PROGRAM's output.
+client() {
+	local ns=$1 resolv=$2
+	shift 2
+	# shellcheck disable=SC2016 # expanded by the inner sh
+	timeout 120 ip netns exec "$ns" unshare -m --propagation private sh -c '
+		mount --bind "$1" /etc/resolv.conf &&
+		mount --bind "$2" /etc/hosts &&
+		if [ -e /etc/nsswitch.conf ]; then mount --bind "$3" /etc/nsswitch.conf; fi &&
+		shift 3 && exec "$@"' sh "$resolv" "$WORK/hosts" "$WORK/nsswitch.conf" "$@"
+}
+
+# field LINE KEY: value of KEY=value in a gaicount summary line.
+field() {
+	printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n1
+}
+
+# gai NS RESOLV LIBC ARGS...: run gaicount (LIBC musl|glibc), print its summary
+# line; the failure details go to the log.
+gai() {
+	local ns=$1 resolv=$2 libc=$3
+	shift 3
+	client "$ns" "$resolv" "$WORK/gaicount-$libc" -t 20 "$@" 2>>"$WORK/gaicount.err"
+}
+
+pct() { [ "$2" -gt 0 ] && echo $((100 * $1 / $2)) || echo 0; }
+
+build_clients() {
+	if ! timeout 60 musl-gcc -static -O2 -Wall -o "$WORK/gaicount-musl" "$HERE/gaicount.c"; then
+		echo "interop: musl-gcc -static failed (apt-get install musl-tools)" >&2
+		exit 2
+	fi
+	if ! timeout 60 gcc -O2 -Wall -o "$WORK/gaicount-glibc" "$HERE/gaicount.c"; then
+		echo "interop: gcc failed" >&2
+		exit 2
+	fi
+}
+
+# -------------------------------------------------------- the stand-ins ---
+#
+# Every nameserver a libc client talks to must be on port 53 (musl and glibc
+# cannot use another port), so each stand-in gets its own 127.0.0.x:
+#   127.0.0.1:8600  Consul agent: *.service.consul, TTL 0, NXDOMAIN for the rest of .consul
+#   127.0.0.2:53    libvirt's dnsmasq: karhu.xyz and its reverse zone, TTL 0,
+#                   NXDOMAIN for .consul (as a real one, having cached the
+#                   root's negative answer, does)
+#   127.0.0.3:53    the "ISP" resolver: www.example.com, NXDOMAIN for everything else
+#   127.0.0.1:53    the local resolver under test (unbound for the race, splitdns for the fix)
+CONSUL_NAME=consul.service.consul
+CONSUL_ADDR=10.0.0.10
+LIBVIRT_NAME=host1.karhu.xyz
+LIBVIRT_ADDR=192.168.121.10
+PUBLIC_NAME=www.example.com
+PUBLIC_ADDR=192.0.2.80
+
+start_standins() {
+	local ns=$1 tag=$2
+	dnsmasq_dns "$ns" "$tag-consul" "127.0.0.1#8600" --local-ttl=0 --local=/consul/ \
+		--host-record="$CONSUL_NAME,$CONSUL_ADDR" --host-record=web.service.consul,10.0.0.11
+	dnsmasq_dns "$ns" "$tag-libvirt" 127.0.0.2 --local-ttl=0 --domain=karhu.xyz \
+		--local=/karhu.xyz/ --local=/121.168.192.in-addr.arpa/ --local=/consul/ \
+		--host-record="$LIBVIRT_NAME,$LIBVIRT_ADDR"
+	dnsmasq_dns "$ns" "$tag-isp" 127.0.0.3 --local-ttl=300 --local=/#/ \
+		--host-record="$PUBLIC_NAME,$PUBLIC_ADDR"
+	wait_dns "$ns" 127.0.0.1:8600 "$CONSUL_NAME" "$CONSUL_ADDR" &&
+		wait_dns "$ns" 127.0.0.2 "$LIBVIRT_NAME" "$LIBVIRT_ADDR" &&
+		wait_dns "$ns" 127.0.0.3 "$PUBLIC_NAME" "$PUBLIC_ADDR"
+}
+
+# ------------------------------------------------------- 1. the race ---
+
+scenario_race() {
+	local ns line fail n ok_a fail_a gline
+	log "race: musl client, resolv.conf = [unbound (Consul-aware), libvirt dnsmasq]"
+	new_ns race
+	ns=$NS
+	if ! start_standins "$ns" race; then
+		fail race "stand-in dnsmasq servers did not answer (see $WORK/race-*.log)"
+		return
+	fi
+	cat >"$WORK/unbound.conf" <<-EOF
+	server:
+	    interface: 127.0.0.1
+	    port: 53
+	    do-ip6: no
+	    num-threads: 1
+	    chroot: ""
+	    username: ""
+	    directory: "$WORK"
+	    pidfile: ""
+	    use-syslog: no
+	    logfile: ""
+	    verbosity: 0
+	    module-config: "iterator"
+	    do-not-query-localhost: no
+	    domain-insecure: "consul"
+	    access-control: 127.0.0.0/8 allow
+	remote-control:
+	    control-enable: no
+	forward-zone:
+	    name: "consul."
+	    forward-addr: 127.0.0.1@8600
+	forward-zone:
+	    name: "."
+	    forward-addr: 127.0.0.3
+	EOF
+	bg "$ns" race-unbound unbound -d -c "$WORK/unbound.conf"
+	if ! wait_dns "$ns" 127.0.0.1 "$CONSUL_NAME" "$CONSUL_ADDR"; then
+		fail race "unbound did not answer $CONSUL_NAME (see $WORK/race-unbound.log)"
+		return
+	fi
+	printf 'nameserver 127.0.0.1\n' >"$WORK/resolv-a.conf"
+	printf 'nameserver 127.0.0.1\nnameserver 127.0.0.2\n' >"$WORK/resolv-ab.conf"
+
+	# Control: with the Consul-aware resolver alone, musl resolves every time,
+	# so failures below come from the second line, not from the stand-ins.
+	line=$(gai "$ns" "$WORK/resolv-a.conf" musl -e "$CONSUL_ADDR" gai "$CONSUL_NAME" "$N_RACE")
+	ok_a=$(field "$line" ok)
+	fail_a=$(field "$line" fail)
+	log "race control [A]: $line"
+	line=$(gai "$ns" "$WORK/resolv-ab.conf" musl -e "$CONSUL_ADDR" gai "$CONSUL_NAME" "$N_RACE")
+	log "race [A, B]: $line"
+	gline=$(gai "$ns" "$WORK/resolv-ab.conf" glibc -e "$CONSUL_ADDR" gai "$CONSUL_NAME" "$N_RACE")
+	log "race [A, B] glibc (for comparison; it asks B only when A does not answer): $gline"
+	fail=$(field "$line" fail)
+	n=$(field "$line" n)
+	if [ -z "$fail" ] || [ -z "$fail_a" ] || [ -z "$ok_a" ]; then
+		fail race "gaicount gave no result (see $WORK/gaicount.err)"
+	elif [ "$fail_a" -ne 0 ]; then
+		fail race "control failed: musl with only the Consul-aware resolver failed $fail_a/$N_RACE"
+	elif [ "$fail" -gt 0 ]; then
+		pass race "musl $fail/$n failed ($(pct "$fail" "$n")%) with [resolver, dnsmasq]; control [resolver] 0/$N_RACE; glibc $(field "$gline" fail)/$(field "$gline" n)"
+	else
+		fail race "musl 0/$n failed: the race did not reproduce"
+	fi
+}
+
+# ------------------------------------------------------- 2. the fix ---
+
+# splitdns_start NS CONFIG TAG: start splitdns serve, wait for it to listen.
+splitdns_start() {
+	local ns=$1 conf=$2 tag=$3 _
+	bg "$ns" "$tag-splitdns" "$SPLITDNS" -c "$conf" serve
+	SPLITDNS_PID=$LAST_PID
+	for _ in $(seq 1 200); do
+		if grep -q 'listening on udp' "$WORK/$tag-splitdns.log" 2>/dev/null &&
+			grep -q 'listening on tcp' "$WORK/$tag-splitdns.log" 2>/dev/null; then
+			return 0
+		fi
+		kill -0 "$SPLITDNS_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	return 1
+}
+
+scenario_fix() {
+	local ns line f n libc what total=0 bad=0 figures=() events
+	log "fix: resolv.conf = [splitdns on 127.0.0.1:53]"
+	if [ ! -x "$SPLITDNS" ]; then
+		fail fix "no splitdns binary at $SPLITDNS (cargo build --release)"
+		return
+	fi
+	new_ns fix
+	ns=$NS
+	if ! start_standins "$ns" fix; then
+		fail fix "stand-in dnsmasq servers did not answer (see $WORK/fix-*.log)"
+		return
+	fi
+	cat >"$WORK/fix.toml" <<-EOF
+	listen = ["127.0.0.1:53"]
+
+	[events]
+	output = "$WORK/fix-events.jsonl"
+
+	[[zone]]
+	name = "consul"
+	servers = ["127.0.0.1:8600"]
+
+	[[zone]]
+	name = "karhu.xyz"
+	networks = ["192.168.121.0/24"]
+	servers = ["127.0.0.2"]
+
+	[[zone]]
+	name = "."
+	servers = ["127.0.0.3"]
+	EOF
+	if ! splitdns_start "$ns" "$WORK/fix.toml" fix; then
+		fail fix "splitdns did not start listening (see $WORK/fix-splitdns.log: $(tail -n 3 "$WORK/fix-splitdns.log" | tr '\n' ' '))"
+		return
+	fi
+	printf 'nameserver 127.0.0.1\n' >"$WORK/resolv-fix.conf"
+	for libc in musl glibc; do
+		for what in consul libvirt reverse public; do
+			case $what in
+			consul) line=$(gai "$ns" "$WORK/resolv-fix.conf" "$libc" -e "$CONSUL_ADDR" gai "$CONSUL_NAME" "$N_FIX") ;;
+			libvirt) line=$(gai "$ns" "$WORK/resolv-fix.conf" "$libc" -e "$LIBVIRT_ADDR" gai "$LIBVIRT_NAME" "$N_FIX") ;;
+			reverse) line=$(gai "$ns" "$WORK/resolv-fix.conf" "$libc" -e "$LIBVIRT_NAME" ptr "$LIBVIRT_ADDR" "$N_FIX") ;;
+			public) line=$(gai "$ns" "$WORK/resolv-fix.conf" "$libc" -e "$PUBLIC_ADDR" gai "$PUBLIC_NAME" "$N_FIX") ;;
+			esac
+			log "fix $libc $what: $line"
+			f=$(field "$line" fail)
+			n=$(field "$line" n)
+			if [ -z "$f" ] || [ -z "$n" ]; then
+				f=$N_FIX
+				n=$N_FIX
+			fi
+			total=$((total + n))
+			bad=$((bad + f))
+			figures+=("$libc $what $f/$n")
+		done
+	done
+	if ! kill -0 "$SPLITDNS_PID" 2>/dev/null; then
+		fail fix "splitdns exited during the run (see $WORK/fix-splitdns.log)"
+		return
+	fi
+	events=0
+	[ -f "$WORK/fix-events.jsonl" ] && events=$(wc -l <"$WORK/fix-events.jsonl")
+	local summary
+	summary=$(printf '%s, ' "${figures[@]}")
+	summary=${summary%, }
+	if [ "$bad" -eq 0 ]; then
+		pass fix "$summary failed (0/$total lookups in all; $events query events logged)"
+	else
+		fail fix "$summary failed ($bad/$total lookups in all)"
+	fi
+}
+
+# ------------------------------------------------------- 3. DHCP ---
+
+# Two namespaces joined by a veth pair:
+#   S, the DHCP side: veth-s with 192.168.122.1/24 and 192.168.122.2/24
+#     dnsmasq DHCP only (--port=0); its options come from $WORK/dhcp-opts,
+#       which dnsmasq re-reads on SIGHUP, so the DNS server it hands out can
+#       change from X to Y without dropping the lease database
+#     DNS X on 192.168.122.1:53 and DNS Y on 192.168.122.2:53
+#   C, the "VM": eth0; splitdns on 127.0.0.1:53 whose "." zone reads
+#     servers_file $WORK/run/upstreams.conf and falls back to the static
+#     127.0.0.3 (a third stand-in)
+# whoami.test tells the three apart: X says 10.9.0.1, Y 10.9.0.2, static 10.9.0.3.
+# All answer with TTL 0, so nothing is cached and every query shows the route.
+WHO=whoami.test
+WHO_X=10.9.0.1
+WHO_Y=10.9.0.2
+WHO_STATIC=10.9.0.3
+DNS_X=192.168.122.1
+DNS_Y=192.168.122.2
+DHCP_STEPS=()   # per-client figures
+DHCP_BAD=0
+# How long splitdns may take to notice a rewritten servers_file.
+WATCH_SECS=${WATCH_SECS:-5}
+
+# real_pid PID: the process `timeout` runs for a job started with bg.
+real_pid() {
+	local p=$1 child
+	child=$(pgrep -P "$p" | head -n1)
+	printf '%s' "${child:-$p}"
+}
+
+# set_dhcp_dns ADDR: make the DHCP server hand out ADDR from now on.
+# Waits until dnsmasq has logged re-reading the file, so that a renewal sent
+# right after this gets the new option.
+set_dhcp_dns() {
+	local pid reads _
+	printf 'option:dns-server,%s\n' "$1" >"$WORK/dhcp-opts"
+	pid=$(tr -dc '0-9' <"$WORK/dhcps.pid" 2>/dev/null)
+	if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$WORK"; then
+		reads=$(grep -c "read $WORK/dhcp-opts" "$WORK/dhcps.log")
+		kill -HUP "$pid"
+		for _ in $(seq 1 60); do
+			[ "$(grep -c "read $WORK/dhcp-opts" "$WORK/dhcps.log")" -gt "$reads" ] && return 0
+			sleep 0.05
+		done
+	fi
+	log "dhcp: the DHCP server did not re-read $WORK/dhcp-opts"
+}
+
+# answers_within EXPECT SECONDS: poll splitdns in C until $WHO resolves to
+# EXPECT; sets WAITED_MS, or GOT (the last answer) on timeout.
+answers_within() {
+	local expect=$1 limit_ms=$(($2 * 1000)) start now
+	start=$(date +%s%N)
+	while :; do
+		GOT=$(dig_short "$DHCP_C" 127.0.0.1 "$WHO" | head -n1)
+		now=$(date +%s%N)
+		WAITED_MS=$(((now - start) / 1000000))
+		[ "$GOT" = "$expect" ] && return 0
+		[ "$WAITED_MS" -ge "$limit_ms" ] && return 1
+		sleep 0.1
+	done
+}
+
+# follow CLIENT STEP EXPECT: check that splitdns follows the servers file to
+# EXPECT. If the file watch does not pick the change up within WATCH_SECS, a
+# SIGHUP is tried so the report can tell "no watch" from "wrong servers".
+follow() {
+	local client=$1 step=$2 expect=$3 spid
+	if answers_within "$expect" "$WATCH_SECS"; then
+		DHCP_STEPS+=("$client $step ${WAITED_MS}ms")
+		return 0
+	fi
+	local got=${GOT:-no answer}
+	spid=$(real_pid "$SPLITDNS_PID")
+	kill -HUP "$spid" 2>/dev/null || true
+	if answers_within "$expect" 3; then
+		DHCP_STEPS+=("$client $step only after SIGHUP (file watch missed it for ${WATCH_SECS}s)")
+	else
+		DHCP_STEPS+=("$client $step: got '$got', then '${GOT:-no answer}' after SIGHUP, want $expect (file: $(grep -s nameserver "$WORK/run/upstreams.conf" | tr '\n' ' '))")
+	fi
+	DHCP_BAD=1
+	return 1
+}
+
+# make_layout NAME: a directory for one vm-exec.sh invocation, holding the
+# shipped hooks where an installed package puts them (alpine/APKBUILD) and a
+# copy of the binary under test as /usr/bin/splitdns. Records the initial file
+# list so that writes under /etc can be reported afterwards.
+make_layout() {
+	local l="$WORK/vm/$1" ev
+	mkdir -p "$l/etc-up/dhcp" "$l/etc-up/udhcpc" "$l/etc-wk" "$l/bin-up" "$l/bin-wk" "$l/empty"
+	cp "$ROOT/alpine/dhclient-enter-hooks" "$ROOT/alpine/dhclient-exit-hooks" "$l/etc-up/dhcp/"
+	cp "$ROOT/alpine/udhcpc.conf" "$l/etc-up/udhcpc/udhcpc.conf"
+	for ev in bound renew deconfig; do
+		mkdir -p "$l/etc-up/udhcpc/post-$ev"
+		ln -s "$WORK/vm/udhcpc-hook" "$l/etc-up/udhcpc/post-$ev/splitdns"
+	done
+	cp "$SPLITDNS" "$l/bin-up/splitdns"
+	(cd "$l/etc-up" && find . ! -type d | sort) >"$l/etc-before"
+	LAYOUT=$l
+}
+
+# etc_writes: files the DHCP clients created or changed under /etc, across all
+# layouts (the enter hook must keep dhclient-script off /etc/resolv.conf).
+etc_writes() {
+	local l
+	for l in "$WORK"/vm/*/; do
+		[ -f "$l/etc-before" ] || continue
+		(cd "$l/etc-up" && find . ! -type d | sort) | comm -13 "$l/etc-before" -
+	done | sort -u | tr '\n' ' '
+}
+
+setup_vm() {
+	local f
+	for f in dhclient-enter-hooks dhclient-exit-hooks udhcpc-hook.sh udhcpc.conf; do
+		if [ ! -f "$ROOT/alpine/$f" ]; then
+			SETUP_ERR="alpine/$f is missing"
+			return 1
+		fi
+	done
+	mkdir -p "$WORK/vm"
+	install -m 755 "$ROOT/alpine/udhcpc-hook.sh" "$WORK/vm/udhcpc-hook"
+	# udhcpc -s script standing in for Alpine's /usr/share/udhcpc/default.script:
+	# configure the address, then run /etc/udhcpc/post-EVENT/* without
+	# arguments, as default.script does.
+	cat >"$WORK/vm/udhcpc-script" <<-EOF
+	#!/bin/sh
+	echo "\$1 \${dns:-}" >>"$WORK/udhcpc-events.log"
+	case \$1 in
+	deconfig) ip link set dev "\$interface" up; ip -4 addr flush dev "\$interface" ;;
+	bound|renew) ip -4 addr replace "\$ip/\$mask" dev "\$interface" ;;
+	esac
+	for hook in /etc/udhcpc/post-\$1/*; do
+		if [ -x "\$hook" ]; then "\$hook" 2>>"$WORK/udhcpc-hook.log"; fi
+	done
+	EOF
+	chmod 755 "$WORK/vm/udhcpc-script"
+	# dhclient runs the stock /sbin/dhclient-script, which sources the shipped
+	# /etc/dhcp/dhclient-{enter,exit}-hooks (Debian's location of the files
+	# Alpine's dhclient-script sources from /etc).
+	cat >"$WORK/dhclient.conf" <<-EOF
+	request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers, domain-search, dhcp-renewal-time, dhcp-rebinding-time;
+	EOF
+}
+
+dhcp_setup() {
+	new_ns dhcps
+	DHCP_S=$NS
+	new_ns dhcpc
+	DHCP_C=$NS
+	timeout 10 ip -n "$DHCP_S" link add veth-s type veth peer name eth0 netns "$DHCP_C" || return 1
+	timeout 10 ip -n "$DHCP_S" addr add "$DNS_X/24" dev veth-s &&
+		timeout 10 ip -n "$DHCP_S" addr add "$DNS_Y/24" dev veth-s &&
+		timeout 10 ip -n "$DHCP_S" link set veth-s up &&
+		timeout 10 ip -n "$DHCP_C" link set eth0 up || return 1
+	mkdir -p "$WORK/run"
+	printf 'option:dns-server,%s\n' "$DNS_X" >"$WORK/dhcp-opts"
+	# T1 = 3 s makes dhclient renew on its own a few seconds after binding.
+	bg "$DHCP_S" dhcps dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+		--port=0 --interface=veth-s --bind-interfaces --user=root --group=root \
+		--dhcp-range=192.168.122.100,192.168.122.150,255.255.255.0,2m \
+		--dhcp-option=option:T1,3 --dhcp-option=option:T2,100 \
+		--dhcp-optsfile="$WORK/dhcp-opts" --dhcp-authoritative --no-ping \
+		--dhcp-leasefile="$WORK/dhcps.leases" --pid-file="$WORK/dhcps.pid" --log-facility=- --log-dhcp
+	dnsmasq_dns "$DHCP_S" dhcp-dns-x "$DNS_X" --local-ttl=0 --local=/#/ --host-record="$WHO,$WHO_X"
+	dnsmasq_dns "$DHCP_S" dhcp-dns-y "$DNS_Y" --local-ttl=0 --local=/#/ --host-record="$WHO,$WHO_Y"
+	dnsmasq_dns "$DHCP_C" dhcp-dns-static 127.0.0.3 --local-ttl=0 --local=/#/ --host-record="$WHO,$WHO_STATIC"
+	wait_dns "$DHCP_S" "$DNS_X" "$WHO" "$WHO_X" &&
+		wait_dns "$DHCP_S" "$DNS_Y" "$WHO" "$WHO_Y" &&
+		wait_dns "$DHCP_C" 127.0.0.3 "$WHO" "$WHO_STATIC" || return 1
+	cat >"$WORK/dhcp.toml" <<-EOF
+	listen = ["127.0.0.1:53"]
+
+	[events]
+	output = "$WORK/dhcp-events.jsonl"
+
+	[[zone]]
+	name = "."
+	servers_file = "$WORK/run/upstreams.conf"
+	servers = ["127.0.0.3"]
+	timeout_ms = 500
+	EOF
+	setup_vm || return 1
+	splitdns_start "$DHCP_C" "$WORK/dhcp.toml" dhcp
+}
+
+# dhcp_dhclient: bind with X, renew to Y, release to the static server.
+dhcp_dhclient() {
+	local args=(-4 -cf "$WORK/dhclient.conf" -lf "$WORK/dhclient.leases" -pf "$WORK/dhclient.pid" eth0)
+	set_dhcp_dns "$DNS_X"
+	make_layout dhclient
+	bg "$DHCP_C" dhclient sh "$HERE/vm-exec.sh" "$LAYOUT" "$WORK/run" dhclient -d -v "${args[@]}"
+	local job=$LAST_PID
+	follow dhclient "bind->X" "$WHO_X" || { stop "$job"; return 1; }
+	set_dhcp_dns "$DNS_Y"
+	# dhclient renews by itself at T1 (3 s).
+	WATCH_SECS=$((WATCH_SECS + 5)) follow dhclient "renew->Y" "$WHO_Y" || { stop "$job"; return 1; }
+	# dhclient -r stops the running dhclient and releases the lease.
+	make_layout dhclient-release
+	timeout 20 ip netns exec "$DHCP_C" sh "$HERE/vm-exec.sh" "$LAYOUT" "$WORK/run" dhclient -r -v "${args[@]}" \
+		>>"$WORK/dhclient-release.log" 2>&1
+	follow dhclient "release->static" "$WHO_STATIC"
+	stop "$job"
+}
+
+# dhcp_udhcpc: the same with busybox udhcpc, renewing on SIGUSR1 and
+# releasing on SIGUSR2 (sent to udhcpc itself: timeout would not forward them).
+dhcp_udhcpc() {
+	local pid _
+	set_dhcp_dns "$DNS_X"
+	make_layout udhcpc
+	bg "$DHCP_C" udhcpc sh "$HERE/vm-exec.sh" "$LAYOUT" "$WORK/run" busybox udhcpc -f -i eth0 \
+		-s "$WORK/vm/udhcpc-script" -p "$WORK/udhcpc.pid" -t 10 -T 1 -A 1
+	local job=$LAST_PID
+	follow udhcpc "bind->X" "$WHO_X" || { stop "$job"; return 1; }
+	pid=$(tr -dc '0-9' <"$WORK/udhcpc.pid" 2>/dev/null)
+	if [ -z "$pid" ] || ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$WORK"; then
+		DHCP_STEPS+=("udhcpc: no pid file")
+		DHCP_BAD=1
+		stop "$job"
+		return 1
+	fi
+	set_dhcp_dns "$DNS_Y"
+	kill -USR1 "$pid"
+	follow udhcpc "renew->Y" "$WHO_Y" || { stop "$job"; return 1; }
+	kill -USR2 "$pid"
+	follow udhcpc "release->static" "$WHO_STATIC"
+	stop "$job"
+}
+
+scenario_dhcp() {
+	local summary written
+	log "dhcp: dhclient and udhcpc against a dnsmasq DHCP server across a veth pair"
+	if [ ! -x "$SPLITDNS" ]; then
+		fail dhcp "no splitdns binary at $SPLITDNS (cargo build --release)"
+		return
+	fi
+	SETUP_ERR=""
+	if ! dhcp_setup; then
+		fail dhcp "setup failed${SETUP_ERR:+: $SETUP_ERR} (see $WORK/dhcp*.log: $(tail -n 3 "$WORK/dhcp-splitdns.log" 2>/dev/null | tr '\n' ' '))"
+		return
+	fi
+	if ! answers_within "$WHO_STATIC" 3; then
+		fail dhcp "before any lease (no servers file), splitdns answered '${GOT:-nothing}', want the static server's $WHO_STATIC"
+		return
+	fi
+	DHCP_STEPS+=("no file->static")
+	dhcp_dhclient
+	dhcp_udhcpc
+	log "dhcp: dhclient events: $(cut -d' ' -f1 "$WORK/dhclient-events.log" 2>/dev/null | tr '\n' ' ')"
+	log "dhcp: udhcpc events: $(cut -d' ' -f1 "$WORK/udhcpc-events.log" 2>/dev/null | tr '\n' ' ')"
+	summary=$(printf '%s, ' "${DHCP_STEPS[@]}")
+	summary=${summary%, }
+	written=$(etc_writes)
+	if [ -n "$written" ]; then
+		summary="$summary; the DHCP clients wrote under /etc (inside the overlay): $written"
+		DHCP_BAD=1
+	else
+		summary="$summary; /etc untouched by dhclient-script and udhcpc"
+	fi
+	if ! kill -0 "$SPLITDNS_PID" 2>/dev/null; then
+		fail dhcp "splitdns exited (see $WORK/dhcp-splitdns.log); $summary"
+	elif [ "$DHCP_BAD" -eq 0 ]; then
+		pass dhcp "$summary"
+	else
+		fail dhcp "$summary"
+	fi
+}
+
+# ------------------------------------------------------- 4. check ---
+
+scenario_check() {
+	local conf out bad=0 figures=()
+	if [ ! -x "$SPLITDNS" ]; then
+		fail check "no splitdns binary at $SPLITDNS (cargo build --release)"
+		return
+	fi
+	for conf in config/splitdns.toml config/libvirt-host.toml; do
+		if [ ! -f "$ROOT/$conf" ]; then
+			figures+=("$conf missing")
+			bad=1
+			continue
+		fi
+		if out=$(cd "$ROOT" && timeout 10 "$SPLITDNS" -c "$conf" check 2>&1); then
+			figures+=("$conf ok")
+		else
+			figures+=("$conf exit $?: $(printf '%s' "$out" | tail -n 2 | tr '\n' ' ')")
+			bad=1
+		fi
+	done
+	local IFS=';'
+	if [ "$bad" -eq 0 ]; then
+		pass check "splitdns -c FILE check: ${figures[*]}"
+	else
+		fail check "splitdns -c FILE check: ${figures[*]}"
+	fi
+}
+
+# ---------------------------------------------------------------- main ---
+
+main() {
+	local md5_before md5_after s start
+	if [ "$(id -u)" != 0 ]; then
+		echo "interop: must run as root (network and mount namespaces)" >&2
+		exit 2
+	fi
+	need ip unshare mount timeout md5sum dnsmasq unbound musl-gcc gcc dhclient busybox dig
+	start=$(date +%s)
+	md5_before=$(md5sum </etc/resolv.conf)
+	WORK=$(mktemp -d "${TMPDIR:-/tmp}/splitdns-interop.XXXXXX")
+	chmod 755 "$WORK"
+	log "work dir $WORK, splitdns $SPLITDNS"
+	write_client_etc
+	build_clients
+	for s in $SCENARIOS; do
+		case $s in
+		race) scenario_race ;;
+		fix) scenario_fix ;;
+		dhcp) scenario_dhcp ;;
+		check) scenario_check ;;
+		*) echo "interop: unknown scenario $s" >&2; exit 2 ;;
+		esac
+	done
+	md5_after=$(md5sum </etc/resolv.conf)
+	if [ "$md5_before" != "$md5_after" ]; then
+		fail host "/etc/resolv.conf changed during the run"
+	fi
+	echo "----"
+	printf '%s\n' "${RESULTS[@]}"
+	if [ "$FAILED" -eq 0 ]; then
+		echo "interop: all scenarios passed in $(($(date +%s) - start)) s"
+	else
+		echo "interop: FAILED ($(($(date +%s) - start)) s)"
+	fi
+	return "$FAILED"
+}
+
+main "$@"
