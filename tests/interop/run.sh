@@ -201,7 +201,7 @@ field() {
 gai() {
 	local ns=$1 resolv=$2 libc=$3
 	shift 3
-	client "$ns" "$resolv" "$WORK/gaicount-$libc" -t 20 "$@" 2>>"$WORK/gaicount.err"
+	client "$ns" "$resolv" "$WORK/gaicount-$libc" -t 15 "$@" 2>>"$WORK/gaicount.err"
 }
 
 pct() { [ "$2" -gt 0 ] && echo $((100 * $1 / $2)) || echo 0; }
