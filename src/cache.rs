@@ -1,0 +1,556 @@
+//! The answer cache: client-ready replies stored as wire bytes (ID zeroed) with the
+//! offsets of their TTL fields, keyed by [`crate::wire::cache_key`]. A hit is a memcpy, an
+//! ID patch, the client's question bytes copied over ours (its letter case) and each TTL
+//! rewritten to the remaining lifetime.
+//!
+//! What may be cached and for how long is decided by [`lifetime`] (RFC 2308 for negative
+//! answers; TTL 0 never). The cache is sharded (`Mutex` per shard, never held across an
+//! await) so every receive thread shares hits, and bounded by `max_entries` with "random
+//! two" eviction (of two sampled entries, drop the one that expires first). It reads no
+//! clock: every method takes `now`.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
+
+use crate::config::CacheConfig;
+use crate::wire::{self, rcode, Reply, TYPE_OPT, TYPE_SOA};
+
+/// TTL of a stale answer (RFC 8767 §4 recommends 30 s).
+pub const STALE_TTL: u32 = 30;
+/// How long past expiry an entry may still be served stale (RFC 8767 suggests 1–3 days).
+pub const MAX_STALE: Duration = Duration::from_secs(86_400);
+
+/// How long a reply may be cached, or `None` if it must not be.
+///
+/// Never cached: TC, any rcode but NOERROR/NXDOMAIN, a reply whose smallest TTL is 0, and
+/// negative answers (NXDOMAIN, NODATA) without an SOA in authority. Positive lifetime is the
+/// smallest TTL in answer + authority, clamped to `[min_ttl_secs, max_ttl_secs]` (a TTL of
+/// 0 is never raised). Negative lifetime is min(SOA TTL, SOA MINIMUM) (RFC 2308 §5), capped
+/// by `max_negative_ttl_secs`.
+pub fn lifetime(msg: &[u8], reply: &Reply, cfg: &CacheConfig) -> Option<u32> {
+    if reply.truncated() {
+        return None;
+    }
+    let min_ttl = reply
+        .rrs
+        .iter()
+        .filter(|r| r.section < 2 && r.rtype != TYPE_OPT)
+        .map(|r| r.ttl)
+        .min();
+    let has_answer = reply.section(0).next().is_some();
+    match reply.rcode {
+        rcode::NOERROR if has_answer => {
+            let ttl = min_ttl?;
+            if ttl == 0 {
+                return None;
+            }
+            Some(ttl.clamp(cfg.min_ttl_secs.max(1), cfg.max_ttl_secs.max(1)))
+        }
+        rcode::NOERROR | rcode::NXDOMAIN => {
+            let soa = reply.section(1).find(|r| r.rtype == TYPE_SOA)?;
+            let ttl = wire::soa_negative_ttl(msg, soa)?.min(cfg.max_negative_ttl_secs);
+            (ttl > 0).then_some(ttl)
+        }
+        _ => None,
+    }
+}
+
+struct Entry {
+    /// Client-ready reply, ID zeroed, TTLs capped at the lifetime.
+    wire: Box<[u8]>,
+    /// Offsets of the TTL fields to rewrite on a hit (OPT excluded).
+    ttl_offsets: Box<[u16]>,
+    inserted: Instant,
+    expires: Instant,
+    zone: Arc<str>,
+}
+
+struct Slot {
+    key: Box<[u8]>,
+    entry: Entry,
+}
+
+#[derive(Default)]
+struct Shard {
+    index: FxHashMap<Box<[u8]>, usize>,
+    slots: Vec<Slot>,
+    /// xorshift state for eviction sampling.
+    rng: u64,
+}
+
+impl Shard {
+    fn remove_at(&mut self, i: usize) {
+        if i >= self.slots.len() {
+            return;
+        }
+        let slot = self.slots.swap_remove(i);
+        self.index.remove(&slot.key);
+        if let Some(moved) = self.slots.get(i) {
+            if let Some(ix) = self.index.get_mut(&moved.key) {
+                *ix = i;
+            }
+        }
+    }
+
+    fn next_rand(&mut self) -> usize {
+        let mut x = self.rng | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x as usize
+    }
+
+    fn evict_one(&mut self) {
+        let n = self.slots.len();
+        if n == 0 {
+            return;
+        }
+        let (a, b) = (self.next_rand() % n, self.next_rand() % n);
+        let ea = self.slots.get(a).map(|s| s.entry.expires);
+        let eb = self.slots.get(b).map(|s| s.entry.expires);
+        self.remove_at(if eb < ea { b } else { a });
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not cached (or expired and not allowed stale).
+    Miss,
+    /// `out` holds the reply (ID not yet patched); the zone it belongs to.
+    Hit(Arc<str>),
+    /// Only with `allow_stale`: `out` holds an expired reply with TTLs set to 30 s.
+    Stale(Arc<str>),
+}
+
+/// The shared answer cache.
+pub struct Cache {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    keep_stale: bool,
+    hasher: FxBuildHasher,
+}
+
+impl Cache {
+    /// A cache for `max_entries` answers (0 = disabled). With `keep_stale`, expired
+    /// entries are kept (until evicted or `MAX_STALE` old) so they can be served stale.
+    pub fn new(max_entries: usize, keep_stale: bool) -> Cache {
+        let nshards = if max_entries >= 4096 { 32 } else { 1 };
+        let shards = (0..nshards)
+            .map(|i| {
+                Mutex::new(Shard {
+                    rng: 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1),
+                    ..Shard::default()
+                })
+            })
+            .collect();
+        Cache {
+            shards,
+            per_shard: max_entries.div_ceil(nshards),
+            keep_stale,
+            hasher: FxBuildHasher,
+        }
+    }
+
+    /// False when `max_entries` was 0.
+    pub fn enabled(&self) -> bool {
+        self.per_shard > 0
+    }
+
+    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
+        let mut h = self.hasher.build_hasher();
+        h.write(key);
+        let i = (h.finish() >> 32) as usize % self.shards.len();
+        // A poisoned shard only means another thread panicked mid-update of plain data
+        // that every path re-validates; keep serving rather than propagate the panic.
+        match self.shards.get(i).map(Mutex::lock) {
+            Some(Ok(g)) => g,
+            Some(Err(p)) => p.into_inner(),
+            None => unreachable_shard(&self.shards),
+        }
+    }
+
+    /// Looks `key` up; on a hit writes the reply into `out` (cleared first) with TTLs aged
+    /// to `now` and the client's question bytes in place of the stored ones. The ID is
+    /// left for the caller.
+    pub fn get(
+        &self,
+        key: &[u8],
+        question: &[u8],
+        now: Instant,
+        allow_stale: bool,
+        out: &mut Vec<u8>,
+    ) -> Lookup {
+        if !self.enabled() {
+            return Lookup::Miss;
+        }
+        let mut shard = self.shard(key);
+        let Some(&i) = shard.index.get(key) else {
+            return Lookup::Miss;
+        };
+        let Some(slot) = shard.slots.get(i) else {
+            return Lookup::Miss;
+        };
+        let e = &slot.entry;
+        let fresh = now < e.expires;
+        if !fresh && !(allow_stale && now.saturating_duration_since(e.expires) < MAX_STALE) {
+            if !self.keep_stale || now.saturating_duration_since(e.expires) >= MAX_STALE {
+                shard.remove_at(i);
+            }
+            return Lookup::Miss;
+        }
+        out.clear();
+        out.extend_from_slice(&e.wire);
+        if let Some(q) = out.get_mut(wire::HEADER_LEN..wire::HEADER_LEN + question.len()) {
+            q.copy_from_slice(question);
+        }
+        let age = now.saturating_duration_since(e.inserted).as_secs() as u32;
+        for &off in e.ttl_offsets.iter() {
+            let at = usize::from(off);
+            if let Some(f) = out.get_mut(at..at + 4) {
+                let stored = u32::from_be_bytes([f[0], f[1], f[2], f[3]]);
+                let ttl = if fresh {
+                    stored.saturating_sub(age)
+                } else {
+                    STALE_TTL
+                };
+                f.copy_from_slice(&ttl.to_be_bytes());
+            }
+        }
+        let zone = e.zone.clone();
+        if fresh {
+            Lookup::Hit(zone)
+        } else {
+            Lookup::Stale(zone)
+        }
+    }
+
+    /// Stores a client-ready reply for `lifetime_secs` (from [`lifetime`]). TTLs above the
+    /// lifetime are lowered to it, so what clients see counts down to 0 at expiry.
+    pub fn insert(
+        &self,
+        key: &[u8],
+        zone: &Arc<str>,
+        msg: &[u8],
+        lifetime_secs: u32,
+        now: Instant,
+    ) {
+        if !self.enabled() || msg.len() > usize::from(u16::MAX) {
+            return;
+        }
+        let Ok(reply) = wire::walk_reply(msg) else {
+            return;
+        };
+        let mut stored = msg.to_vec();
+        wire::set_id(&mut stored, 0);
+        let mut offsets = Vec::with_capacity(reply.rrs.len());
+        for rr in reply.rrs.iter().filter(|r| r.rtype != TYPE_OPT) {
+            let Ok(off) = u16::try_from(rr.ttl_at) else {
+                return;
+            };
+            if let Some(f) = stored.get_mut(rr.ttl_at..rr.ttl_at + 4) {
+                f.copy_from_slice(&rr.ttl.min(lifetime_secs).to_be_bytes());
+            }
+            offsets.push(off);
+        }
+        let entry = Entry {
+            wire: stored.into_boxed_slice(),
+            ttl_offsets: offsets.into_boxed_slice(),
+            inserted: now,
+            expires: now + Duration::from_secs(u64::from(lifetime_secs)),
+            zone: zone.clone(),
+        };
+        let mut shard = self.shard(key);
+        if let Some(&i) = shard.index.get(key) {
+            if let Some(slot) = shard.slots.get_mut(i) {
+                slot.entry = entry;
+            }
+            return;
+        }
+        while shard.slots.len() >= self.per_shard {
+            shard.evict_one();
+        }
+        let k: Box<[u8]> = key.into();
+        let i = shard.slots.len();
+        shard.index.insert(k.clone(), i);
+        shard.slots.push(Slot { key: k, entry });
+    }
+
+    /// Drops every entry whose zone `keep` rejects (used when a zone's servers change).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        for m in self.shards.iter() {
+            let mut shard = match m.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let mut i = 0;
+            while i < shard.slots.len() {
+                let drop = shard.slots.get(i).is_some_and(|s| !keep(&s.entry.zone));
+                if drop {
+                    shard.remove_at(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Number of entries (fresh or stale).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|m| match m.lock() {
+                Ok(g) => g.slots.len(),
+                Err(p) => p.into_inner().slots.len(),
+            })
+            .sum()
+    }
+
+    /// True if empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cold]
+fn unreachable_shard(shards: &[Mutex<Shard>]) -> MutexGuard<'_, Shard> {
+    // The index is taken modulo shards.len() (≥ 1), so this is never reached; fall back
+    // to the first shard rather than panic.
+    #[allow(clippy::indexing_slicing)]
+    match shards[0].lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{cache_key, client_reply, parse_query, walk_reply};
+
+    fn cfg() -> CacheConfig {
+        CacheConfig {
+            max_entries: 100,
+            min_ttl_secs: 0,
+            max_ttl_secs: 86_400,
+            max_negative_ttl_secs: 3_600,
+            serve_stale: false,
+        }
+    }
+
+    fn query(name: &str, edns: bool) -> Vec<u8> {
+        let mut p = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
+        for l in name.split('.') {
+            p.push(l.len() as u8);
+            p.extend_from_slice(l.as_bytes());
+        }
+        p.extend_from_slice(&[0, 0, 1, 0, 1]);
+        if edns {
+            p.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+        }
+        p
+    }
+
+    /// A NOERROR reply with A records of the given TTLs, or NXDOMAIN with an SOA.
+    fn upstream(qpkt: &[u8], ttls: &[u32], rc: u8, soa: Option<(u32, u32)>) -> Vec<u8> {
+        let q = parse_query(qpkt).unwrap();
+        let ns = u8::from(soa.is_some());
+        let mut p = vec![
+            0,
+            0,
+            0x81,
+            0x80 | rc,
+            0,
+            1,
+            0,
+            ttls.len() as u8,
+            0,
+            ns,
+            0,
+            0,
+        ];
+        p.extend_from_slice(q.question);
+        for (i, t) in ttls.iter().enumerate() {
+            p.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+            p.extend_from_slice(&t.to_be_bytes());
+            p.extend_from_slice(&[0, 4, 10, 0, 0, i as u8]);
+        }
+        if let Some((ttl, min)) = soa {
+            p.extend_from_slice(&[0xc0, 12, 0, 6, 0, 1]);
+            p.extend_from_slice(&ttl.to_be_bytes());
+            p.extend_from_slice(&[0, 24, 0xc0, 12, 0xc0, 12]);
+            for v in [1u32, 2, 3, 4, min] {
+                p.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        p
+    }
+
+    fn life(msg: &[u8]) -> Option<u32> {
+        lifetime(msg, &walk_reply(msg).unwrap(), &cfg())
+    }
+
+    #[test]
+    fn lifetime_rules() {
+        let q = query("a.b", false);
+        assert_eq!(life(&upstream(&q, &[300, 60], 0, None)), Some(60));
+        assert_eq!(
+            life(&upstream(&q, &[300, 0], 0, None)),
+            None,
+            "TTL 0 never cached"
+        );
+        assert_eq!(life(&upstream(&q, &[], 3, Some((900, 120)))), Some(120));
+        assert_eq!(life(&upstream(&q, &[], 3, Some((30, 120)))), Some(30));
+        assert_eq!(
+            life(&upstream(&q, &[], 3, Some((0, 120)))),
+            None,
+            "Consul NXDOMAIN"
+        );
+        assert_eq!(life(&upstream(&q, &[], 3, None)), None, "no SOA");
+        assert_eq!(
+            life(&upstream(&q, &[], 0, Some((60, 60)))),
+            Some(60),
+            "NODATA"
+        );
+        assert_eq!(life(&upstream(&q, &[60], 2, None)), None, "SERVFAIL");
+        assert_eq!(life(&upstream(&q, &[60], 5, None)), None, "REFUSED");
+        let mut tc = upstream(&q, &[60], 0, None);
+        tc[2] |= 0x02;
+        assert_eq!(life(&tc), None, "TC");
+        let mut c = cfg();
+        c.min_ttl_secs = 100;
+        c.max_negative_ttl_secs = 10;
+        let m = upstream(&q, &[5], 0, None);
+        assert_eq!(lifetime(&m, &walk_reply(&m).unwrap(), &c), Some(100));
+        let m = upstream(&q, &[0], 0, None);
+        assert_eq!(
+            lifetime(&m, &walk_reply(&m).unwrap(), &c),
+            None,
+            "min_ttl never lifts 0"
+        );
+        let m = upstream(&q, &[], 3, Some((900, 900)));
+        assert_eq!(lifetime(&m, &walk_reply(&m).unwrap(), &c), Some(10));
+    }
+
+    fn store(cache: &Cache, name: &str, ttls: &[u32], now: Instant) -> Vec<u8> {
+        let qp = query(name, false);
+        let q = parse_query(&qp).unwrap();
+        let up = upstream(&qp, ttls, 0, None);
+        let msg = client_reply(&up, &walk_reply(&up).unwrap(), &q).unwrap();
+        let l = life(&msg).unwrap();
+        let mut key = Vec::new();
+        cache_key(&q, &mut key);
+        cache.insert(&key, &Arc::from("z"), &msg, l, now);
+        key
+    }
+
+    fn ttls_of(msg: &[u8]) -> Vec<u32> {
+        walk_reply(msg).unwrap().section(0).map(|r| r.ttl).collect()
+    }
+
+    #[test]
+    fn ttl_counts_down_and_case_restored() {
+        let c = Cache::new(10, false);
+        let t0 = Instant::now();
+        let key = store(&c, "www.example", &[300, 100], t0);
+        let client_q = parse_query(&query("WWW.Example", false))
+            .unwrap()
+            .question
+            .to_vec();
+        let mut out = Vec::new();
+        assert!(matches!(
+            c.get(
+                &key,
+                &client_q,
+                t0 + Duration::from_secs(40),
+                false,
+                &mut out
+            ),
+            Lookup::Hit(_)
+        ));
+        assert_eq!(
+            ttls_of(&out),
+            vec![60, 60],
+            "capped at lifetime 100, aged 40"
+        );
+        assert_eq!(&out[12..12 + client_q.len()], &client_q[..]);
+        assert_eq!(
+            c.get(
+                &key,
+                &client_q,
+                t0 + Duration::from_secs(100),
+                false,
+                &mut out
+            ),
+            Lookup::Miss
+        );
+        assert!(c.is_empty(), "expired entry dropped when stale is off");
+    }
+
+    #[test]
+    fn stale_served_only_when_asked() {
+        let c = Cache::new(10, true);
+        let t0 = Instant::now();
+        let key = store(&c, "s.example", &[10], t0);
+        let q = parse_query(&query("s.example", false))
+            .unwrap()
+            .question
+            .to_vec();
+        let later = t0 + Duration::from_secs(20);
+        let mut out = Vec::new();
+        assert_eq!(c.get(&key, &q, later, false, &mut out), Lookup::Miss);
+        assert_eq!(c.len(), 1, "kept for stale use");
+        assert!(matches!(
+            c.get(&key, &q, later, true, &mut out),
+            Lookup::Stale(_)
+        ));
+        assert_eq!(ttls_of(&out), vec![STALE_TTL]);
+    }
+
+    #[test]
+    fn eviction_at_capacity() {
+        let c = Cache::new(3, false);
+        let t0 = Instant::now();
+        for i in 0..10 {
+            store(&c, &format!("n{i}.example"), &[300], t0);
+            assert!(c.len() <= 3);
+        }
+        assert_eq!(c.len(), 3);
+        let big = Cache::new(10_000, false);
+        for i in 0..20_000 {
+            store(&big, &format!("n{i}.example"), &[300], t0);
+        }
+        assert!(big.len() <= 10_016 && big.len() >= 9_000, "{}", big.len());
+    }
+
+    #[test]
+    fn disabled_and_retain() {
+        let off = Cache::new(0, false);
+        let t0 = Instant::now();
+        let key = store(&off, "a.b", &[300], t0);
+        assert_eq!(off.get(&key, b"", t0, false, &mut Vec::new()), Lookup::Miss);
+        let c = Cache::new(10, false);
+        store(&c, "a.b", &[300], t0);
+        c.retain(|z| z != "other");
+        assert_eq!(c.len(), 1);
+        c.retain(|z| z != "z");
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn do_bit_separate_entries() {
+        let mut k1 = Vec::new();
+        let mut k2 = Vec::new();
+        let a = query("a.b", true);
+        let mut b = a.clone();
+        let n = b.len();
+        b[n - 4] = 0x80; // DO
+        cache_key(&parse_query(&a).unwrap(), &mut k1);
+        cache_key(&parse_query(&b).unwrap(), &mut k2);
+        assert_ne!(k1, k2);
+    }
+}

@@ -1,0 +1,787 @@
+//! The configuration file: a serde mirror of the TOML (`RawConfig`, unknown keys rejected)
+//! and the validated, typed `Config` that the rest of the program sees.
+//!
+//! Every check happens here, at load time, and every error names the file, the line and
+//! column, and the key (`ConfigError`). All defaults live in this file. This module does not
+//! bind sockets, spawn tasks or read a zone's `servers_file` (that file is runtime data,
+//! read by `dhcp` and `state`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::net::{parse_server_addr, Cidr};
+use crate::route::normalize_zone;
+
+/// A configuration error, with enough context for an operator to fix the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config: {source}")]
+    Io {
+        /// The config file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for our schema, or a value is invalid.
+    #[error("{path}:{line}:{col}: {key}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// The key, e.g. `zone[1].servers` or `listen`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How long one whole client query may take before we give up and answer SERVFAIL.
+/// musl and glibc wait 5 s per try; we answer well before that.
+pub const QUERY_DEADLINE: Duration = Duration::from_millis(3500);
+
+fn default_listen() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "127.0.0.1:53".to_owned())]
+}
+fn default_max_entries() -> usize {
+    10_000
+}
+fn default_max_ttl_secs() -> u32 {
+    86_400
+}
+fn default_max_negative_ttl_secs() -> u32 {
+    3_600
+}
+fn default_events_output() -> String {
+    "stdout".to_owned()
+}
+fn default_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1_000)
+}
+fn default_failover_rcodes() -> Vec<Spanned<String>> {
+    ["SERVFAIL", "REFUSED"]
+        .iter()
+        .map(|s| Spanned::new(0..0, (*s).to_owned()))
+        .collect()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_inflight() -> usize {
+    1_024
+}
+fn default_tcp_max_connections() -> usize {
+    256
+}
+fn default_tcp_idle_timeout_ms() -> u64 {
+    10_000
+}
+fn default_tcp_max_pipelined() -> usize {
+    16
+}
+
+/// The TOML file as written. See `config/splitdns.toml` for every key with a comment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// Addresses to serve on, UDP and TCP on each.
+    #[serde(default = "default_listen")]
+    listen: Vec<Spanned<String>>,
+    /// Client networks allowed to query; others get REFUSED. Default: loopback only.
+    #[serde(default)]
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The answer cache.
+    #[serde(default)]
+    cache: RawCache,
+    /// Where the per-query JSON events go.
+    #[serde(default)]
+    events: RawEvents,
+    /// Resource bounds.
+    #[serde(default)]
+    limits: RawLimits,
+    /// The zones, each with its servers in the order they are tried.
+    #[serde(default)]
+    zone: Vec<RawZone>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    /// Maximum number of cached answers; 0 disables the cache.
+    #[serde(default = "default_max_entries")]
+    max_entries: usize,
+    /// Raise smaller positive TTLs to this (never turns TTL 0 into a cacheable answer).
+    #[serde(default)]
+    min_ttl_secs: u32,
+    /// Cap on how long a positive answer is kept.
+    #[serde(default = "default_max_ttl_secs")]
+    max_ttl_secs: u32,
+    /// Cap on how long a negative answer (NXDOMAIN, NODATA) is kept.
+    #[serde(default = "default_max_negative_ttl_secs")]
+    max_negative_ttl_secs: u32,
+    /// RFC 8767: answer from an expired entry when every server failed.
+    #[serde(default)]
+    serve_stale: bool,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_entries: default_max_entries(),
+            min_ttl_secs: 0,
+            max_ttl_secs: default_max_ttl_secs(),
+            max_negative_ttl_secs: default_max_negative_ttl_secs(),
+            serve_stale: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    /// "stdout", "stderr", "off" or a file path.
+    #[serde(default = "default_events_output")]
+    output: String,
+}
+
+impl Default for RawEvents {
+    fn default() -> Self {
+        RawEvents {
+            output: default_events_output(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    /// Queries waiting on an upstream at once, per receive thread.
+    #[serde(default = "default_max_inflight")]
+    max_inflight: usize,
+    /// Open TCP client connections at once.
+    #[serde(default = "default_tcp_max_connections")]
+    tcp_max_connections: usize,
+    /// A TCP connection with no query for this long is closed.
+    #[serde(default = "default_tcp_idle_timeout_ms")]
+    tcp_idle_timeout_ms: u64,
+    /// Queries of one TCP connection processed at once.
+    #[serde(default = "default_tcp_max_pipelined")]
+    tcp_max_pipelined: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_inflight: default_max_inflight(),
+            tcp_max_connections: default_tcp_max_connections(),
+            tcp_idle_timeout_ms: default_tcp_idle_timeout_ms(),
+            tcp_max_pipelined: default_tcp_max_pipelined(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    /// The suffix this zone answers for; "." is the default route.
+    name: Spanned<String>,
+    /// Networks whose reverse zones (in-addr.arpa / ip6.arpa) also route here.
+    #[serde(default)]
+    networks: Vec<Spanned<String>>,
+    /// Static servers, tried in order after the servers_file's.
+    #[serde(default)]
+    servers: Vec<Spanned<String>>,
+    /// A resolv.conf-format file of servers (written by DHCP hooks), watched.
+    #[serde(default)]
+    servers_file: Option<Spanned<String>>,
+    /// Per-attempt timeout.
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: Spanned<u64>,
+    /// Upstream rcodes that make us ask the next server.
+    #[serde(default = "default_failover_rcodes")]
+    failover_rcodes: Vec<Spanned<String>>,
+    /// Cache this zone's answers.
+    #[serde(default = "default_true")]
+    cache: bool,
+}
+
+/// Where query events are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsOutput {
+    /// Standard output (the default).
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// No events.
+    Off,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
+/// Cache settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Maximum entries; 0 disables the cache.
+    pub max_entries: usize,
+    /// Lower bound for positive TTLs (TTL 0 stays uncacheable).
+    pub min_ttl_secs: u32,
+    /// Upper bound for positive TTLs.
+    pub max_ttl_secs: u32,
+    /// Upper bound for negative TTLs.
+    pub max_negative_ttl_secs: u32,
+    /// RFC 8767 serve-stale.
+    pub serve_stale: bool,
+}
+
+/// Resource bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Queries waiting on an upstream at once, per receive thread; more are dropped.
+    pub max_inflight: usize,
+    /// Open TCP client connections; past this, new connections are closed at once.
+    pub tcp_max_connections: usize,
+    /// Idle time after which a TCP client connection is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Queries of one TCP connection handled concurrently.
+    pub tcp_max_pipelined: usize,
+}
+
+/// One validated zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneConfig {
+    /// Normalised name: lowercase, no trailing dot; "." for the root.
+    pub name: String,
+    /// Reverse-zone names derived from `networks`, normalised like `name`.
+    pub reverse_zones: Vec<String>,
+    /// Static servers in the order they are tried (after the servers file's).
+    pub servers: Vec<SocketAddr>,
+    /// The watched resolv.conf-format file, if any.
+    pub servers_file: Option<PathBuf>,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Rcodes that make us try the next server.
+    pub failover_rcodes: Vec<u16>,
+    /// Whether answers of this zone are cached.
+    pub cache: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file this came from (for reloads and messages).
+    pub path: PathBuf,
+    /// Listen addresses (UDP and TCP on each).
+    pub listen: Vec<SocketAddr>,
+    /// Allowed client networks.
+    pub allow: Vec<Cidr>,
+    /// Cache settings.
+    pub cache: CacheConfig,
+    /// Event output.
+    pub events: EventsOutput,
+    /// Resource bounds.
+    pub limits: Limits,
+    /// Zones in file order.
+    pub zones: Vec<ZoneConfig>,
+}
+
+/// Turns byte offsets into line/column and builds errors that point into the file.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn err(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> ConfigError {
+        let (line, col) = line_col(self.text, span.start);
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            line,
+            col,
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, col)
+}
+
+/// Names the key a TOML parse error is about, with its table path (`zone[1].servers`,
+/// `cache.max_entriez`): the `unknown field` name if serde gave one, else the key written
+/// on the error's line.
+fn key_of_parse_error(text: &str, message: &str, span: &Range<usize>) -> String {
+    let start = text
+        .get(..span.start)
+        .and_then(|b| b.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line = text
+        .get(start..)
+        .and_then(|l| l.lines().next())
+        .unwrap_or("");
+    let field = message
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| match line.split_once('=') {
+            Some((k, _)) => k.trim().to_owned(),
+            None => line.trim().to_owned(),
+        });
+    if line.trim_start().starts_with('[') {
+        return field;
+    }
+    // The table the line belongs to: the last header above it; array tables are indexed.
+    let mut table = String::new();
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for l in text.get(..start).unwrap_or("").lines() {
+        let l = l.trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let name = name.trim().to_owned();
+            let n = match counts.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, c)) => {
+                    *c += 1;
+                    *c
+                }
+                None => {
+                    counts.push((name.clone(), 0));
+                    0
+                }
+            };
+            table = format!("{name}[{n}]");
+        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            table = name.trim().to_owned();
+        }
+    }
+    if table.is_empty() {
+        field
+    } else {
+        format!("{table}.{field}")
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// `ConfigError::Io` if the file cannot be read, `ConfigError::Invalid` for anything else.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used in messages and kept in the result.
+    ///
+    /// # Errors
+    /// `ConfigError::Invalid` naming the line, column and key of the first problem.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let src = Source { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().to_owned();
+            let key = key_of_parse_error(text, &message, &span);
+            src.err(span, &key, message)
+        })?;
+        validate(raw, &src)
+    }
+}
+
+fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
+    let RawConfig {
+        listen,
+        allow,
+        cache,
+        events,
+        limits,
+        zone,
+    } = raw;
+
+    let mut listen_addrs = Vec::new();
+    for l in &listen {
+        let addr = parse_server_addr(l.get_ref(), None)
+            .map_err(|m| src.err(l.span(), "listen", format!("`{}`: {m}", l.get_ref())))?;
+        listen_addrs.push(addr);
+    }
+    if listen_addrs.is_empty() {
+        return Err(src.err(0..0, "listen", "at least one listen address is needed"));
+    }
+
+    let allow = validate_allow(allow, &listen_addrs, src)?;
+    let cache = validate_cache(cache, src)?;
+    let events = match events.output.as_str() {
+        "stdout" => EventsOutput::Stdout,
+        "stderr" => EventsOutput::Stderr,
+        "off" => EventsOutput::Off,
+        "" => return Err(src.err(0..0, "events.output", "must not be empty")),
+        p => EventsOutput::File(PathBuf::from(p)),
+    };
+    let limits = validate_limits(limits, src)?;
+
+    let mut zones: Vec<ZoneConfig> = Vec::new();
+    let mut seen: Vec<(String, Range<usize>)> = Vec::new();
+    for (i, z) in zone.into_iter().enumerate() {
+        let span = z.name.span();
+        let zc = validate_zone(i, z, src)?;
+        for n in std::iter::once(&zc.name).chain(zc.reverse_zones.iter()) {
+            if let Some((_, first)) = seen.iter().find(|(s, _)| s == n) {
+                let (line, _) = line_col(src.text, first.start);
+                return Err(src.err(
+                    span.clone(),
+                    &format!("zone[{i}].name"),
+                    format!("duplicate zone `{n}` (first defined on line {line})"),
+                ));
+            }
+            seen.push((n.clone(), span.clone()));
+        }
+        zones.push(zc);
+    }
+
+    Ok(Config {
+        path: src.path.to_owned(),
+        listen: listen_addrs,
+        allow,
+        cache,
+        events,
+        limits,
+        zones,
+    })
+}
+
+fn validate_allow(
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
+    listen: &[SocketAddr],
+    src: &Source<'_>,
+) -> Result<Vec<Cidr>, ConfigError> {
+    match allow {
+        None => {
+            if let Some(open) = listen.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(src.err(
+                    0..0,
+                    "allow",
+                    format!(
+                        "listening on non-loopback address {open} needs an explicit `allow` list \
+                         (the default allows loopback clients only, which would refuse every \
+                         other client; set allow = [...] to the networks that may query, so \
+                         splitdns is never an open resolver by accident)"
+                    ),
+                ));
+            }
+            Ok(vec![Cidr::loopback_v4(), Cidr::loopback_v6()])
+        }
+        Some(list) => list
+            .into_inner()
+            .iter()
+            .map(|c| {
+                c.get_ref()
+                    .parse::<Cidr>()
+                    .map_err(|m| src.err(c.span(), "allow", format!("`{}`: {m}", c.get_ref())))
+            })
+            .collect(),
+    }
+}
+
+fn validate_cache(c: RawCache, src: &Source<'_>) -> Result<CacheConfig, ConfigError> {
+    let RawCache {
+        max_entries,
+        min_ttl_secs,
+        max_ttl_secs,
+        max_negative_ttl_secs,
+        serve_stale,
+    } = c;
+    if min_ttl_secs > max_ttl_secs {
+        return Err(src.err(
+            0..0,
+            "cache.min_ttl_secs",
+            format!("min_ttl_secs ({min_ttl_secs}) must not be greater than max_ttl_secs ({max_ttl_secs})"),
+        ));
+    }
+    if max_entries > 50_000_000 {
+        return Err(src.err(0..0, "cache.max_entries", "must be at most 50000000"));
+    }
+    Ok(CacheConfig {
+        max_entries,
+        min_ttl_secs,
+        max_ttl_secs,
+        max_negative_ttl_secs,
+        serve_stale,
+    })
+}
+
+fn validate_limits(l: RawLimits, src: &Source<'_>) -> Result<Limits, ConfigError> {
+    let RawLimits {
+        max_inflight,
+        tcp_max_connections,
+        tcp_idle_timeout_ms,
+        tcp_max_pipelined,
+    } = l;
+    for (key, v) in [
+        ("limits.max_inflight", max_inflight),
+        ("limits.tcp_max_connections", tcp_max_connections),
+        ("limits.tcp_max_pipelined", tcp_max_pipelined),
+    ] {
+        if v == 0 || v > 1_000_000 {
+            return Err(src.err(0..0, key, format!("{v} is out of range 1..=1000000")));
+        }
+    }
+    if !(100..=600_000).contains(&tcp_idle_timeout_ms) {
+        return Err(src.err(
+            0..0,
+            "limits.tcp_idle_timeout_ms",
+            format!("{tcp_idle_timeout_ms} is out of range 100..=600000"),
+        ));
+    }
+    Ok(Limits {
+        max_inflight,
+        tcp_max_connections,
+        tcp_idle_timeout: Duration::from_millis(tcp_idle_timeout_ms),
+        tcp_max_pipelined,
+    })
+}
+
+fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, ConfigError> {
+    let RawZone {
+        name,
+        networks,
+        servers,
+        servers_file,
+        timeout_ms,
+        failover_rcodes,
+        cache,
+    } = z;
+    let key = |k: &str| format!("zone[{i}].{k}");
+    let zname = normalize_zone(name.get_ref()).map_err(|m| {
+        src.err(
+            name.span(),
+            &key("name"),
+            format!("`{}`: {m}", name.get_ref()),
+        )
+    })?;
+
+    let mut reverse_zones = Vec::new();
+    for n in &networks {
+        let cidr: Cidr = n.get_ref().parse().map_err(|m| {
+            src.err(
+                n.span(),
+                &key("networks"),
+                format!("`{}`: {m}", n.get_ref()),
+            )
+        })?;
+        let zones = cidr.reverse_zones().map_err(|m| {
+            src.err(
+                n.span(),
+                &key("networks"),
+                format!("`{}`: {m}", n.get_ref()),
+            )
+        })?;
+        reverse_zones.extend(zones);
+    }
+
+    let mut addrs = Vec::new();
+    for s in &servers {
+        let a = parse_server_addr(s.get_ref(), Some(53))
+            .map_err(|m| src.err(s.span(), &key("servers"), format!("`{}`: {m}", s.get_ref())))?;
+        if a.port() == 0 {
+            return Err(src.err(s.span(), &key("servers"), "port 0 is not a server port"));
+        }
+        addrs.push(a);
+    }
+
+    let servers_file = match servers_file {
+        Some(f) if f.get_ref().trim().is_empty() => {
+            return Err(src.err(f.span(), &key("servers_file"), "must not be empty"))
+        }
+        Some(f) => Some(PathBuf::from(f.into_inner())),
+        None => None,
+    };
+
+    let t = *timeout_ms.get_ref();
+    if !(10..=QUERY_DEADLINE.as_millis() as u64).contains(&t) {
+        return Err(src.err(
+            timeout_ms.span(),
+            &key("timeout_ms"),
+            format!("{t} is out of range 10..={}", QUERY_DEADLINE.as_millis()),
+        ));
+    }
+
+    let mut rcodes = Vec::new();
+    for r in &failover_rcodes {
+        let code = match r.get_ref().to_ascii_uppercase().as_str() {
+            "FORMERR" => 1,
+            "SERVFAIL" => 2,
+            "NXDOMAIN" => 3,
+            "NOTIMP" => 4,
+            "REFUSED" => 5,
+            other => return Err(src.err(
+                r.span(),
+                &key("failover_rcodes"),
+                format!(
+                    "unknown rcode `{other}` (one of FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED)"
+                ),
+            )),
+        };
+        rcodes.push(code);
+    }
+
+    Ok(ZoneConfig {
+        name: zname,
+        reverse_zones,
+        servers: addrs,
+        servers_file,
+        timeout: Duration::from_millis(t),
+        failover_rcodes: rcodes,
+        cache,
+    })
+}
+
+/// True if `ip` is covered by one of `allow`.
+pub fn is_allowed(allow: &[Cidr], ip: IpAddr) -> bool {
+    allow.iter().any(|c| c.contains(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("test.toml"))
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:53".parse().unwrap()]);
+        assert_eq!(c.cache.max_entries, 10_000);
+        assert_eq!(c.cache.min_ttl_secs, 0);
+        assert_eq!(c.events, EventsOutput::Stdout);
+        assert!(c.zones.is_empty());
+        assert!(is_allowed(&c.allow, "127.9.9.9".parse().unwrap()));
+        assert!(is_allowed(&c.allow, "::1".parse().unwrap()));
+        assert!(!is_allowed(&c.allow, "10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn full_zone() {
+        let c = parse(
+            r#"
+[[zone]]
+name = "Karhu.XYZ."
+networks = ["192.168.121.0/24"]
+servers = ["192.168.121.1", "[::1]:5353", "127.0.0.1:8600"]
+timeout_ms = 500
+failover_rcodes = ["servfail"]
+cache = false
+"#,
+        )
+        .unwrap();
+        let z = &c.zones[0];
+        assert_eq!(z.name, "karhu.xyz");
+        assert_eq!(z.reverse_zones, vec!["121.168.192.in-addr.arpa"]);
+        assert_eq!(z.servers[0], "192.168.121.1:53".parse().unwrap());
+        assert_eq!(z.servers[1], "[::1]:5353".parse().unwrap());
+        assert_eq!(z.timeout, Duration::from_millis(500));
+        assert_eq!(z.failover_rcodes, vec![2]);
+        assert!(!z.cache);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let cases: &[(&str, &str)] = &[
+            ("bogus = 1\n", "test.toml:1:1: bogus: unknown field `bogus`"),
+            (
+                "[cache]\nmax_entriez = 5\n",
+                "test.toml:2:1: cache.max_entriez: unknown field",
+            ),
+            (
+                "[[zone]]\nname = \"x\"\nservers = [\"1.2.3.400\"]\n",
+                "test.toml:3:12: zone[0].servers: `1.2.3.400`",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\n[[zone]]\nname = \"A.\"\n",
+                "test.toml:4:8: zone[1].name: duplicate zone `a`",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\nnetworks = [\"10.0.0.0/33\"]\n",
+                "test.toml:3:13: zone[0].networks: `10.0.0.0/33`",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\nnetworks = [\"10.0.0.1/24\"]\n",
+                "host bits",
+            ),
+            ("[[zone]]\nname = \"a..b\"\n", "zone[0].name: `a..b`"),
+            (
+                "[[zone]]\nname = \"a\"\ntimeout_ms = 0\n",
+                "zone[0].timeout_ms: 0 is out of range",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\nfailover_rcodes = [\"NOERROR\"]\n",
+                "unknown rcode `NOERROR`",
+            ),
+            (
+                "listen = [\"0.0.0.0:53\"]\n",
+                "allow: listening on non-loopback address",
+            ),
+            ("listen = [\"127.0.0.1\"]\n", "listen: `127.0.0.1`"),
+            ("allow = [\"10.0.0.0/8x\"]\n", "test.toml:1:10: allow"),
+            (
+                "[cache]\nmin_ttl_secs = 10\nmax_ttl_secs = 5\n",
+                "cache.min_ttl_secs",
+            ),
+            ("[[zone]]\nservers = []\n", "missing field `name`"),
+            (
+                "[[zone]]\nname = \"a\"\nservers = \"1.1.1.1\"\n",
+                "test.toml:3:11: zone[0].servers: invalid type",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\n[[zone]]\nname = \"b\"\ntimeout_ms = \"x\"\n",
+                "zone[1].timeout_ms: invalid type",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(
+                got.contains(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_loopback_listen_with_allow_is_fine() {
+        let c = parse("listen = [\"0.0.0.0:53\"]\nallow = [\"10.0.0.0/8\"]\n").unwrap();
+        assert!(is_allowed(&c.allow, "10.1.2.3".parse().unwrap()));
+        assert!(!is_allowed(&c.allow, "127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn reverse_zone_duplicate_of_explicit_zone() {
+        let e = err(
+            "[[zone]]\nname = \"121.168.192.in-addr.arpa\"\n[[zone]]\nname = \"k\"\nnetworks = [\"192.168.121.0/24\"]\n",
+        );
+        assert!(
+            e.contains("duplicate zone `121.168.192.in-addr.arpa`"),
+            "{e}"
+        );
+    }
+}

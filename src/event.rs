@@ -1,0 +1,530 @@
+//! One JSON event per query ("wide events"): everything cheap to know about a query's
+//! fate in one line, ready for Filebeat/Logstash/Elasticsearch as it is.
+//!
+//! # Wire format (schema version 1)
+//!
+//! One JSON object per line, with these fields, always present:
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `@timestamp` | string | when the query arrived, RFC 3339 UTC with microseconds |
+//! | `v` | number | schema version, `1` |
+//! | `client` | string | client address and port |
+//! | `proto` | string | `udp` or `tcp` |
+//! | `id` | number or null | the client's message ID (null if the packet had no header) |
+//! | `qname` | string or null | question name as sent (case kept), `\DDD` escapes |
+//! | `qtype` | string or null | `A`, `AAAA`, `SRV`, ..., or `TYPE123` |
+//! | `zone` | string or null | the zone the query routed to |
+//! | `cache` | string | `hit`, `miss`, `stale`, or `off` (cache disabled or not consulted) |
+//! | `upstream` | string or null | the server whose answer was returned |
+//! | `attempts` | array | each upstream try in order: `{server, proto, outcome, ms}`; outcome is `answer`, `timeout`, `servfail`, `refused`, `error` or `truncated` |
+//! | `rcode` | string or null | rcode of the reply sent (`NOERROR`, `NXDOMAIN`, ...), null if none was sent |
+//! | `answers` | number | records in the answer section of the reply |
+//! | `tc` | bool | the reply was truncated (TC=1) |
+//! | `size` | number | bytes of the reply sent (0 if none) |
+//! | `duration_ms` | number | from receipt to reply, milliseconds with µs precision |
+//! | `error` | string or null | why the query was not answered normally (`malformed`, `formerr`, `notimp`, `badvers`, `refused: client not allowed`, `refused: no zone`, `all servers failed`, `overload: dropped`, `send failed`, ...) |
+//!
+//! Writing never blocks answering: events go through a bounded channel to a writer
+//! thread; when it is full the event is dropped and counted, and the count is logged.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+
+use crate::config::EventsOutput;
+
+/// Schema version written as `v`.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Events queued for the writer; slots are preallocated (no allocation per event) but
+/// only touched as used.
+const CHANNEL_CAPACITY: usize = 4_096;
+
+/// Transport of a query or an upstream attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+impl Proto {
+    /// `udp` / `tcp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+}
+
+/// How the cache took part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Answered from a fresh entry.
+    Hit,
+    /// Looked up, not found.
+    Miss,
+    /// Answered from an expired entry because every server failed (RFC 8767).
+    Stale,
+    /// Not consulted (disabled for the zone, or the query never got that far).
+    Off,
+}
+
+impl CacheStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Off => "off",
+        }
+    }
+}
+
+/// Result of one upstream attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A reply we accepted (final).
+    Answer,
+    /// No valid reply within the timeout.
+    Timeout,
+    /// SERVFAIL (failover).
+    Servfail,
+    /// REFUSED (failover).
+    Refused,
+    /// Network error, malformed reply, or another failover rcode.
+    Error,
+    /// TC=1 over UDP; the same server is retried over TCP.
+    Truncated,
+}
+
+impl Outcome {
+    /// The string used in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Answer => "answer",
+            Outcome::Timeout => "timeout",
+            Outcome::Servfail => "servfail",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
+            Outcome::Truncated => "truncated",
+        }
+    }
+}
+
+/// One upstream attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attempt {
+    /// The server asked.
+    pub server: SocketAddr,
+    /// Over which transport.
+    pub proto: Proto,
+    /// What happened.
+    pub outcome: Outcome,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// A question name kept inline (no allocation on the hit path).
+#[derive(Clone)]
+pub struct InlineName {
+    bytes: [u8; 255],
+    len: u8,
+}
+
+impl InlineName {
+    /// Copies up to 255 bytes of a wire name.
+    pub fn new(wire: &[u8]) -> InlineName {
+        let mut bytes = [0u8; 255];
+        let n = wire.len().min(255);
+        if let (Some(dst), Some(src)) = (bytes.get_mut(..n), wire.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        InlineName {
+            bytes,
+            len: n as u8,
+        }
+    }
+
+    fn as_wire(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+impl std::fmt::Debug for InlineName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = String::new();
+        crate::wire::name_to_text(self.as_wire(), &mut s);
+        f.write_str(&s)
+    }
+}
+
+/// Everything recorded about one query. Built on every path, emitted exactly once.
+#[derive(Debug, Clone)]
+pub struct QueryEvent {
+    /// Arrival time.
+    pub timestamp: SystemTime,
+    /// Client address.
+    pub client: SocketAddr,
+    /// Client transport.
+    pub proto: Proto,
+    /// Client's message ID.
+    pub id: Option<u16>,
+    /// Question name, wire form.
+    pub qname: Option<InlineName>,
+    /// Question type.
+    pub qtype: Option<u16>,
+    /// Zone routed to.
+    pub zone: Option<Arc<str>>,
+    /// Cache participation.
+    pub cache: CacheStatus,
+    /// Server whose answer was returned.
+    pub upstream: Option<SocketAddr>,
+    /// Upstream attempts in order.
+    pub attempts: Vec<Attempt>,
+    /// Rcode sent (None if no reply was sent).
+    pub rcode: Option<u16>,
+    /// Answer records in the reply.
+    pub answers: u16,
+    /// TC in the reply.
+    pub tc: bool,
+    /// Reply size in bytes.
+    pub size: usize,
+    /// Receipt to reply.
+    pub duration: Duration,
+    /// Why the query was not answered normally.
+    pub error: Option<&'static str>,
+}
+
+impl QueryEvent {
+    /// A fresh event for a query that just arrived.
+    pub fn new(timestamp: SystemTime, client: SocketAddr, proto: Proto) -> QueryEvent {
+        QueryEvent {
+            timestamp,
+            client,
+            proto,
+            id: None,
+            qname: None,
+            qtype: None,
+            zone: None,
+            cache: CacheStatus::Off,
+            upstream: None,
+            attempts: Vec::new(),
+            rcode: None,
+            answers: 0,
+            tc: false,
+            size: 0,
+            duration: Duration::ZERO,
+            error: None,
+        }
+    }
+
+    /// Records the reply that was sent from its header: rcode (low 4 bits), answer
+    /// count, TC, size. Cheap enough for the hit path; see `set_reply_full`.
+    pub fn set_reply(&mut self, msg: &[u8]) {
+        self.size = msg.len();
+        if let Some(h) = msg.get(..12) {
+            self.rcode = Some(u16::from(h[3] & 0x0f));
+            self.tc = h[2] & 0x02 != 0;
+            self.answers = u16::from_be_bytes([h[6], h[7]]);
+        }
+    }
+
+    /// Like `set_reply`, plus the extended rcode bits from the OPT record.
+    pub fn set_reply_full(&mut self, msg: &[u8]) {
+        self.set_reply(msg);
+        if let Ok(r) = crate::wire::walk_reply(msg) {
+            self.rcode = Some(r.rcode);
+        }
+    }
+}
+
+fn rcode_name(code: u16) -> String {
+    match code {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        16 => "BADVERS".into(),
+        c => hickory_proto::op::ResponseCode::from((c >> 4) as u8, (c & 0xf) as u8)
+            .to_string()
+            .to_ascii_uppercase(),
+    }
+}
+
+fn qtype_name(t: u16) -> String {
+    use hickory_proto::rr::RecordType;
+    match RecordType::from(t) {
+        RecordType::Unknown(n) => format!("TYPE{n}"),
+        rt => rt.to_string(),
+    }
+}
+
+/// RFC 3339 UTC with microseconds, from the civil-from-days algorithm (no tz database).
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+struct AttemptsJson<'a>(&'a [Attempt]);
+
+impl Serialize for AttemptsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for a in self.0 {
+            seq.serialize_element(&AttemptJson(a))?;
+        }
+        seq.end()
+    }
+}
+
+struct AttemptJson<'a>(&'a Attempt);
+
+impl Serialize for AttemptJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("server", &self.0.server.to_string())?;
+        m.serialize_entry("proto", self.0.proto.as_str())?;
+        m.serialize_entry("outcome", self.0.outcome.as_str())?;
+        m.serialize_entry("ms", &ms(self.0.elapsed))?;
+        m.end()
+    }
+}
+
+impl Serialize for QueryEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(17))?;
+        m.serialize_entry("@timestamp", &rfc3339(self.timestamp))?;
+        m.serialize_entry("v", &SCHEMA_VERSION)?;
+        m.serialize_entry("client", &self.client.to_string())?;
+        m.serialize_entry("proto", self.proto.as_str())?;
+        m.serialize_entry("id", &self.id)?;
+        let qname = self.qname.as_ref().map(|n| {
+            let mut t = String::new();
+            crate::wire::name_to_text(n.as_wire(), &mut t);
+            t
+        });
+        m.serialize_entry("qname", &qname)?;
+        m.serialize_entry("qtype", &self.qtype.map(qtype_name))?;
+        m.serialize_entry("zone", &self.zone.as_deref())?;
+        m.serialize_entry("cache", self.cache.as_str())?;
+        m.serialize_entry("upstream", &self.upstream.map(|a| a.to_string()))?;
+        m.serialize_entry("attempts", &AttemptsJson(&self.attempts))?;
+        m.serialize_entry("rcode", &self.rcode.map(rcode_name))?;
+        m.serialize_entry("answers", &self.answers)?;
+        m.serialize_entry("tc", &self.tc)?;
+        m.serialize_entry("size", &self.size)?;
+        m.serialize_entry("duration_ms", &ms(self.duration))?;
+        m.serialize_entry("error", &self.error)?;
+        m.end()
+    }
+}
+
+enum Msg {
+    Event(QueryEvent),
+    Stop,
+}
+
+/// The sending side, shared by every thread. Cheap to clone.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: Option<SyncSender<Msg>>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The writer thread, joined on shutdown.
+pub struct EventWriter {
+    tx: Option<SyncSender<Msg>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl EventSink {
+    /// A sink that discards everything (`output = "off"`).
+    pub fn off() -> EventSink {
+        EventSink {
+            tx: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Starts the writer thread for `output`.
+    ///
+    /// # Errors
+    /// If the output file cannot be opened for appending.
+    pub fn start(output: &EventsOutput) -> std::io::Result<(EventSink, EventWriter)> {
+        let out: Box<dyn Write + Send> = match output {
+            EventsOutput::Off => {
+                return Ok((
+                    EventSink::off(),
+                    EventWriter {
+                        tx: None,
+                        handle: None,
+                    },
+                ))
+            }
+            EventsOutput::Stdout => Box::new(std::io::stdout()),
+            EventsOutput::Stderr => Box::new(std::io::stderr()),
+            EventsOutput::File(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+        };
+        let (tx, rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let d2 = dropped.clone();
+        let handle = std::thread::Builder::new()
+            .name("splitdns-events".into())
+            .spawn(move || write_loop(rx, out, &d2))?;
+        Ok((
+            EventSink {
+                tx: Some(tx.clone()),
+                dropped,
+            },
+            EventWriter {
+                tx: Some(tx),
+                handle: Some(handle),
+            },
+        ))
+    }
+
+    /// Hands an event to the writer without blocking; drops and counts it if the writer
+    /// is behind.
+    pub fn emit(&self, ev: QueryEvent) {
+        if let Some(tx) = &self.tx {
+            match tx.try_send(Msg::Event(ev)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl EventWriter {
+    /// Flushes what is queued and stops the thread (bounded wait).
+    pub fn stop(mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::Stop);
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, dropped: &AtomicU64) {
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut reported = 0u64;
+    loop {
+        let msg = match rx.try_recv() {
+            Ok(m) => m,
+            Err(mpsc::TryRecvError::Empty) => {
+                let _ = w.flush();
+                let d = dropped.load(Ordering::Relaxed);
+                if d != reported {
+                    tracing::warn!(
+                        dropped = d - reported,
+                        total = d,
+                        "event writer fell behind; events dropped"
+                    );
+                    reported = d;
+                }
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(m) => m,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            Err(mpsc::TryRecvError::Disconnected) => break,
+        };
+        match msg {
+            Msg::Event(ev) => {
+                if serde_json::to_writer(&mut w, &ev).is_ok() {
+                    let _ = w.write_all(b"\n");
+                }
+            }
+            Msg::Stop => break,
+        }
+    }
+    let _ = w.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_format() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123456Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn json_shape() {
+        let mut ev = QueryEvent::new(UNIX_EPOCH, "127.0.0.1:5000".parse().unwrap(), Proto::Udp);
+        ev.qname = Some(InlineName::new(b"\x03Web\x07service\x06consul\x00"));
+        ev.qtype = Some(33);
+        ev.zone = Some(Arc::from("consul"));
+        ev.attempts.push(Attempt {
+            server: "127.0.0.1:8600".parse().unwrap(),
+            proto: Proto::Udp,
+            outcome: Outcome::Timeout,
+            elapsed: Duration::from_micros(1500),
+        });
+        ev.rcode = Some(3);
+        let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["qname"], "Web.service.consul.");
+        assert_eq!(v["qtype"], "SRV");
+        assert_eq!(v["rcode"], "NXDOMAIN");
+        assert_eq!(v["attempts"][0]["outcome"], "timeout");
+        assert_eq!(v["attempts"][0]["ms"], 1.5);
+        assert_eq!(v["cache"], "off");
+        assert_eq!(v["upstream"], serde_json::Value::Null);
+        assert_eq!(v["v"], 1);
+        assert_eq!(qtype_name(65280), "TYPE65280");
+    }
+}

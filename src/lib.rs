@@ -1,0 +1,36 @@
+//! splitdns: a local DNS forwarding resolver. One process on 127.0.0.1 routes each query
+//! by domain suffix to a zone and asks that zone's servers one at a time, in order,
+//! passing their answers back byte for byte.
+//!
+//! # Layout
+//! - `config`: the TOML file, validated into typed values (errors name file:line:col + key).
+//! - `net`: server addresses and CIDR networks.
+//! - `route`: suffix → zone (longest match on label boundaries, DS to the parent).
+//! - `dhcp`: the resolv.conf-format servers file DHCP hooks write.
+//! - `hook`: `splitdns dhcp-hook`, which writes that file from dhclient/udhcpc.
+//! - `wire`: hand-written DNS wire parsing/building for the hot paths.
+//! - `cache`: wire-format answer cache with TTL countdown and RFC 2308 negatives.
+//! - `upstream`: one exchange, and the in-order failover loop with back-off.
+//! - `forward`: the per-query pipeline (parse, route, cache, upstream, reply).
+//! - `server`: UDP receive loops with the cache-hit fast path, and the TCP front end.
+//! - `event`: one JSON event per query, written off the answer path.
+//! - `state`: the swappable snapshot and the shared state.
+//! - `reload`: SIGHUP and servers-file watching.
+//! - `app`: bind, run, drain.
+//! - `cli`: the command line.
+
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod dhcp;
+pub mod event;
+pub mod forward;
+pub mod hook;
+pub mod net;
+pub mod reload;
+pub mod route;
+pub mod server;
+pub mod state;
+pub mod upstream;
+pub mod wire;

@@ -1,0 +1,164 @@
+//! The binary edge: parse the command line, set up diagnostics, load the config, run the
+//! chosen command, map errors to an exit code (0 ok, 1 error, 2 usage — clap's own).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use splitdns::cli::{Cli, Command};
+use splitdns::config::Config;
+use splitdns::{app, hook, reload, state};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("splitdns: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { listen } => {
+            let mut config = Config::load(&cli.config)?;
+            if !listen.is_empty() {
+                config.listen = listen;
+            }
+            let sockets = app::bind(&config)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the runtime")?;
+            rt.block_on(app::run(config, sockets, shutdown_signal()))?;
+            Ok(())
+        }
+        Command::Check => {
+            let config = Config::load(&cli.config)?;
+            let files = reload::read_servers_files(&config);
+            let (snap, warnings) = state::Snapshot::build(
+                Arc::new(config.clone()),
+                &files.servers(),
+                &config.listen,
+                0,
+            );
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            for (z, zc) in snap.zones.iter().zip(&config.zones) {
+                println!("{}", zone_summary(z, zc));
+            }
+            println!("{}: ok ({} zones)", cli.config.display(), snap.zones.len());
+            Ok(())
+        }
+        Command::Route { name, qtype } => {
+            let config = Config::load(&cli.config)?;
+            let files = reload::read_servers_files(&config);
+            let (snap, _) = state::Snapshot::build(
+                Arc::new(config.clone()),
+                &files.servers(),
+                &config.listen,
+                0,
+            );
+            let code = parse_qtype(&qtype)?;
+            let Some(z) = snap
+                .routes
+                .lookup(&name, code)
+                .and_then(|i| snap.zones.get(i))
+            else {
+                println!("{name} {qtype}: no zone matches (answered REFUSED)");
+                return Ok(());
+            };
+            println!("{name} {qtype} -> zone {}", z.name);
+            for (i, s) in z.servers.iter().enumerate() {
+                let from = if i < z.from_file {
+                    "servers_file"
+                } else {
+                    "servers"
+                };
+                println!("  {}. {s} ({from})", i + 1);
+            }
+            if z.servers.is_empty() {
+                println!("  (no servers: answered SERVFAIL)");
+            }
+            Ok(())
+        }
+        Command::DhcpHook { output, event } => {
+            let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+            let report = hook::run(&output, event.as_deref(), &env)?;
+            let servers: Vec<String> = report.servers.iter().map(ToString::to_string).collect();
+            if report.wrote {
+                eprintln!(
+                    "splitdns dhcp-hook: {}: wrote {} server(s) to {}: {}",
+                    report.event,
+                    servers.len(),
+                    output.display(),
+                    servers.join(" ")
+                );
+            } else {
+                eprintln!("splitdns dhcp-hook: {}: nothing to do", report.event);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn zone_summary(z: &state::Zone, zc: &splitdns::config::ZoneConfig) -> String {
+    let servers: Vec<String> = z.servers.iter().map(ToString::to_string).collect();
+    let mut line = format!(
+        "zone {}: {} server(s) [{}], timeout {} ms, cache {}",
+        z.name,
+        servers.len(),
+        servers.join(", "),
+        z.timeout.as_millis(),
+        if z.cache { "on" } else { "off" }
+    );
+    if let Some(f) = &z.servers_file {
+        line.push_str(&format!(
+            ", servers_file {} ({} server(s))",
+            f.display(),
+            z.from_file
+        ));
+    }
+    if !zc.reverse_zones.is_empty() {
+        line.push_str(&format!(", reverse {}", zc.reverse_zones.join(" ")));
+    }
+    line
+}
+
+fn parse_qtype(t: &str) -> anyhow::Result<u16> {
+    use hickory_proto::rr::RecordType;
+    let upper = t.to_ascii_uppercase();
+    if let Some(n) = upper.strip_prefix("TYPE") {
+        return n.parse().with_context(|| format!("bad query type `{t}`"));
+    }
+    let rt: RecordType = upper
+        .parse()
+        .map_err(|_| anyhow::anyhow!("unknown query type `{t}`"))?;
+    Ok(u16::from(rt))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

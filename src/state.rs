@@ -1,0 +1,221 @@
+//! Runtime state. `Snapshot` is the immutable view a query reads (routes, zones with their
+//! servers in order, access list), built from the config and the servers files and
+//! swapped whole on reload. `Shared` holds it beside the long-lived mutable parts: the
+//! cache, upstream health and the event sink.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::cache::Cache;
+use crate::config::{CacheConfig, Config};
+use crate::event::EventSink;
+use crate::net::Cidr;
+use crate::route::RouteTable;
+use crate::upstream::Health;
+
+/// Servers read from each `servers_file`, by path (missing files map to an empty list).
+pub type FileServers = HashMap<PathBuf, Vec<SocketAddr>>;
+
+/// One zone as queries see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    /// Normalised name (`.` for the root), shared with cache entries and events.
+    pub name: Arc<str>,
+    /// Servers in the order they are tried: the servers file's, then the static ones.
+    pub servers: Vec<SocketAddr>,
+    /// How many of `servers` came from the servers file.
+    pub from_file: usize,
+    /// The servers file, if any.
+    pub servers_file: Option<PathBuf>,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Rcodes that make us try the next server.
+    pub failover_rcodes: Vec<u16>,
+    /// Cache this zone's answers.
+    pub cache: bool,
+}
+
+/// Everything a query needs to know about the configuration, immutable.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Incremented on each swap; logged.
+    pub generation: u64,
+    /// Suffix → index into `zones`.
+    pub routes: RouteTable,
+    /// Zones in config order.
+    pub zones: Vec<Zone>,
+    /// Allowed client networks.
+    pub allow: Vec<Cidr>,
+    /// Cache policy.
+    pub cache: CacheConfig,
+    /// The config this was built from.
+    pub config: Arc<Config>,
+}
+
+/// True if `server` is one of our own listen addresses (a forwarding loop). A wildcard
+/// listen address matches any loopback or unspecified server on the same port.
+pub fn is_own_address(listen: &[SocketAddr], server: SocketAddr) -> bool {
+    listen.iter().any(|l| {
+        l.port() == server.port()
+            && (l.ip() == server.ip()
+                || (l.ip().is_unspecified()
+                    && (server.ip().is_loopback() || server.ip().is_unspecified()))
+                || (server.ip().is_unspecified() && l.ip().is_loopback()))
+    })
+}
+
+impl Snapshot {
+    /// Builds a snapshot. `listen` are the addresses actually bound (ports resolved), so a
+    /// servers file naming us is caught even with port 0. Returns warnings to log.
+    pub fn build(
+        config: Arc<Config>,
+        files: &FileServers,
+        listen: &[SocketAddr],
+        generation: u64,
+    ) -> (Snapshot, Vec<String>) {
+        let mut warnings = Vec::new();
+        let mut zones = Vec::with_capacity(config.zones.len());
+        let mut route_entries: Vec<(String, usize)> = Vec::new();
+        for (i, zc) in config.zones.iter().enumerate() {
+            let mut servers: Vec<SocketAddr> = Vec::new();
+            let file_list = zc.servers_file.as_ref().and_then(|p| files.get(p));
+            let mut from_file = 0;
+            for (from, list) in [(true, file_list), (false, Some(&zc.servers))] {
+                for &s in list.into_iter().flatten() {
+                    if is_own_address(listen, s) {
+                        warnings.push(format!(
+                            "zone `{}`: server {s} is splitdns itself; dropped to avoid a forwarding loop",
+                            zc.name
+                        ));
+                    } else if !servers.contains(&s) {
+                        servers.push(s);
+                        from_file += usize::from(from);
+                    }
+                }
+            }
+            if servers.is_empty() {
+                warnings.push(format!(
+                    "zone `{}` has no servers{}; its queries get SERVFAIL",
+                    zc.name,
+                    zc.servers_file
+                        .as_ref()
+                        .map(|p| format!(" (servers_file {} is missing or empty)", p.display()))
+                        .unwrap_or_default()
+                ));
+            }
+            route_entries.push((zc.name.clone(), i));
+            route_entries.extend(zc.reverse_zones.iter().map(|r| (r.clone(), i)));
+            zones.push(Zone {
+                name: Arc::from(zc.name.as_str()),
+                servers,
+                from_file,
+                servers_file: zc.servers_file.clone(),
+                timeout: zc.timeout,
+                failover_rcodes: zc.failover_rcodes.clone(),
+                cache: zc.cache,
+            });
+        }
+        let routes = RouteTable::new(route_entries.iter().map(|(n, i)| (n.as_str(), *i)));
+        let snap = Snapshot {
+            generation,
+            routes,
+            zones,
+            allow: config.allow.clone(),
+            cache: config.cache.clone(),
+            config,
+        };
+        (snap, warnings)
+    }
+
+    /// True if `ip` may query us.
+    pub fn allowed(&self, ip: IpAddr) -> bool {
+        crate::config::is_allowed(&self.allow, ip)
+    }
+}
+
+/// State shared by every thread for the life of the process.
+pub struct Shared {
+    /// The current snapshot; replaced whole on reload.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// The answer cache.
+    pub cache: Cache,
+    /// Upstream health (back-off), kept across reloads.
+    pub health: Health,
+    /// Where query events go.
+    pub events: EventSink,
+    /// The addresses we listen on (ports resolved).
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Shared {
+    /// Swaps in a new snapshot. Cache entries of zones whose servers or cache setting
+    /// changed (or that are gone) are dropped; the rest stay.
+    pub fn install(&self, new: Snapshot) {
+        let old = self.snapshot.load();
+        let unchanged = |name: &str| {
+            let o = old.zones.iter().find(|z| &*z.name == name);
+            let n = new.zones.iter().find(|z| &*z.name == name);
+            match (o, n) {
+                (Some(o), Some(n)) => o.servers == n.servers && n.cache,
+                _ => false,
+            }
+        };
+        if old.cache != new.cache {
+            self.cache.retain(|_| false);
+        } else {
+            self.cache.retain(unchanged);
+        }
+        self.snapshot.store(Arc::new(new));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn own_address_detection() {
+        let l: Vec<SocketAddr> = vec!["127.0.0.1:53".parse().unwrap()];
+        assert!(is_own_address(&l, "127.0.0.1:53".parse().unwrap()));
+        assert!(!is_own_address(&l, "127.0.0.1:8600".parse().unwrap()));
+        assert!(!is_own_address(&l, "127.0.0.2:53".parse().unwrap()));
+        let any: Vec<SocketAddr> = vec!["0.0.0.0:53".parse().unwrap()];
+        assert!(is_own_address(&any, "127.0.0.53:53".parse().unwrap()));
+        assert!(!is_own_address(&any, "192.168.1.1:53".parse().unwrap()));
+    }
+
+    #[test]
+    fn file_servers_first_then_static_without_self() {
+        let cfg = Config::from_toml_str(
+            "listen = [\"127.0.0.1:5353\"]\n[[zone]]\nname = \".\"\nservers_file = \"/x/up.conf\"\nservers = [\"9.9.9.9\", \"127.0.0.1:5353\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let mut files = FileServers::new();
+        files.insert(
+            PathBuf::from("/x/up.conf"),
+            vec![
+                "10.0.0.1:53".parse().unwrap(),
+                "127.0.0.1:5353".parse().unwrap(),
+                "9.9.9.9:53".parse().unwrap(),
+            ],
+        );
+        let listen = cfg.listen.clone();
+        let (s, w) = Snapshot::build(Arc::new(cfg), &files, &listen, 1);
+        assert_eq!(
+            s.zones[0].servers,
+            vec![
+                "10.0.0.1:53".parse().unwrap(),
+                "9.9.9.9:53".parse::<SocketAddr>().unwrap()
+            ]
+        );
+        assert_eq!(s.zones[0].from_file, 2);
+        assert_eq!(w.len(), 2, "{w:?}");
+    }
+}
