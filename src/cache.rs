@@ -197,7 +197,8 @@ impl Cache {
         };
         let e = &slot.entry;
         let fresh = now < e.expires;
-        if !fresh && !(allow_stale && now.saturating_duration_since(e.expires) < MAX_STALE) {
+        let stale_ok = allow_stale && now.saturating_duration_since(e.expires) < MAX_STALE;
+        if !(fresh || stale_ok) {
             if !self.keep_stale || now.saturating_duration_since(e.expires) >= MAX_STALE {
                 shard.remove_at(i);
             }
