@@ -1,0 +1,147 @@
+//! Every shipped file in `config/` and every fixture in `tests/fixtures/` is parsed with
+//! `Config::load`; bad fixtures fail with `FILE:LINE:COL: KEY: message`.
+
+use std::path::{Path, PathBuf};
+
+use splitdns::config::Config;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture's path.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests").join("fixtures").join(name)
+}
+
+/// Bad fixtures: (file, line of the offending key or value, text the key must contain).
+pub const BAD: &[(&str, usize, &str)] = &[
+    ("bad-unknown-key.toml", 7, "timeout"),
+    ("bad-unknown-top-key.toml", 2, "lisen"),
+    ("bad-address.toml", 8, "servers"),
+    ("duplicate-zone.toml", 10, "name"),
+    ("bad-cidr.toml", 7, "networks"),
+];
+
+/// Good fixtures.
+pub const GOOD: &[&str] = &["good.toml", "missing-servers-file.toml"];
+
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_config_loads() {
+    let dir = root().join("config");
+    let files = toml_files(&dir);
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for required in ["splitdns.toml", "libvirt-host.toml"] {
+        assert!(
+            names.iter().any(|n| n == required),
+            "config/{required} must ship (issue 2); found {names:?}"
+        );
+    }
+    assert!(
+        files.len() >= 3,
+        "plus a quickstart config; found {names:?}"
+    );
+    for path in &files {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!config.zones.is_empty(), "{} has no zones", path.display());
+    }
+}
+
+#[test]
+fn alpine_config_routes_consul_libvirt_and_dhcp() {
+    let config = Config::load(&root().join("config").join("splitdns.toml")).unwrap();
+    let consul = config.zones.iter().find(|z| z.name == "consul");
+    assert!(consul.is_some(), "a consul zone");
+    assert!(
+        config.zones.iter().any(|z| !z.reverse_zones.is_empty()),
+        "the libvirt domain with its network's reverse zone"
+    );
+    let root_zone = config
+        .zones
+        .iter()
+        .find(|z| z.name == ".")
+        .expect("a `.` zone");
+    assert!(
+        root_zone.servers_file.is_some(),
+        "`.` reads the DHCP-written servers file"
+    );
+}
+
+#[test]
+fn good_fixtures_load() {
+    for name in GOOD {
+        let path = fixture(name);
+        Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let config = Config::load(&fixture("good.toml")).unwrap();
+    let names: Vec<&str> = config.zones.iter().map(|z| z.name.as_str()).collect();
+    assert_eq!(names, ["consul", "karhu.xyz", "."]);
+    let karhu = &config.zones[1];
+    assert_eq!(
+        karhu.servers,
+        [
+            "192.168.121.1:53".parse().unwrap(),
+            "192.168.121.2:5353".parse().unwrap()
+        ],
+        "port 53 when omitted, order kept"
+    );
+    assert!(
+        karhu
+            .reverse_zones
+            .iter()
+            .any(|z| z.trim_end_matches('.') == "121.168.192.in-addr.arpa"),
+        "{:?}",
+        karhu.reverse_zones
+    );
+    assert_eq!(config.zones[0].timeout.as_millis(), 500);
+    assert!(!config.zones[0].cache);
+}
+
+#[test]
+fn bad_fixtures_name_file_line_and_key() {
+    for (name, line, key) in BAD {
+        let path = fixture(name);
+        let err = match Config::load(&path) {
+            Ok(_) => panic!("{name} must be rejected"),
+            Err(e) => e.to_string(),
+        };
+        let prefix = format!("{}:{line}:", path.display());
+        assert!(
+            err.starts_with(&prefix),
+            "{name}: error must start with {prefix:?}: {err}"
+        );
+        let col = err[prefix.len()..].split(':').next().unwrap_or("");
+        assert!(
+            !col.is_empty() && col.chars().all(|c| c.is_ascii_digit()),
+            "{name}: FILE:LINE:COL expected: {err}"
+        );
+        assert!(
+            err.contains(key),
+            "{name}: error must name the key {key:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn from_toml_str_reports_the_given_path() {
+    let path = Path::new("/etc/splitdns/inline.toml");
+    let err = Config::from_toml_str("listen = [\"127.0.0.1:53\"]\nbogus = 1\n", path)
+        .expect_err("unknown key rejected")
+        .to_string();
+    assert!(err.starts_with("/etc/splitdns/inline.toml:2:"), "{err}");
+    assert!(err.contains("bogus"), "{err}");
+}

@@ -1,0 +1,54 @@
+//! Integration tests for splitdns: one test crate (STYLE rule 14), over real sockets on
+//! loopback only, every test time-bounded, every port ephemeral.
+//!
+//! # Layout
+//! Harness:
+//! - `fake`: purpose-built upstream DNS servers (Consul, libvirt dnsmasq and public-resolver
+//!   stand-ins, black hole, SERVFAIL/REFUSED, spoofed replies, truncating UDP) that count
+//!   queries with atomics.
+//! - `client`: a small DNS client (UDP and TCP from 127.0.0.1, bounded timeouts).
+//! - `daemon`: splitdns in-process (`app::bind` + `app::run` with a oneshot shutdown), temp
+//!   directories, config snippets, and `bounded` (a runtime with a time limit per test).
+//! - `events`: the event schema v1 (`deny_unknown_fields`) and reading the events file.
+//! - `process`: the real binary, with a guard that kills it by PID and prints its stderr.
+//!
+//! Tests:
+//! - `harness`: self-tests proving the fakes really misbehave as the other tests assume.
+//! - `order`: servers are asked one at a time, in order; failover and what is final.
+//! - `proxy`: answers are passed through faithfully (ID, case, flags, sections, EDNS, TC).
+//! - `routing`: suffix routing, reverse zones, DS at an apex, `.` fallback, REFUSED.
+//! - `bad_input`: malformed packets and stalled TCP clients.
+//! - `event_log`: one JSON event per query with the documented schema.
+//! - `cache`: what is cached and what never is.
+//! - `lifecycle`: shutdown drains in-flight queries and flushes events.
+//! - `servers_file`: DHCP-written servers file order and reload.
+//! - `config_files`: every shipped config and every fixture.
+//! - `cli`: the real binary end to end (`serve`, `check`, `route`, SIGHUP, SIGTERM).
+
+// Test code: a failed expectation is a panic, and the harness items are reached only from
+// this crate.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
+
+mod client;
+mod daemon;
+mod events;
+mod fake;
+mod process;
+
+mod harness;
+
+mod bad_input;
+mod cache;
+mod cli;
+mod config_files;
+mod event_log;
+mod lifecycle;
+mod order;
+mod proxy;
+mod routing;
+mod servers_file;
