@@ -190,3 +190,61 @@ fn big_cached_answer_is_still_truncated_for_a_512_byte_client() {
         );
     });
 }
+
+/// `short.example.com A 192.0.2.77` with TTL 1, so it expires during a test.
+fn short_ttl_table() -> crate::fake::Table {
+    let mut t = crate::fake::Table::new("example.com", 1);
+    t.add(
+        "short.example.com",
+        1,
+        hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 77)),
+    );
+    t
+}
+
+/// Fill the cache with a TTL-1 answer, let it expire, make the only server fail, ask again.
+async fn expired_entry_with_failing_server(serve_stale: bool) -> (Fake, Daemon) {
+    let p = Fake::answering(short_ttl_table()).await;
+    let body = format!(
+        "[cache]\nserve_stale = {serve_stale}\n{}",
+        zone(".", &[&p], "timeout_ms = 200")
+    );
+    let d = Daemon::start(&body).await;
+    let r = client::udp(d.udp, &query("short.example.com.", RecordType::A)).await;
+    assert_eq!(rdata_strings(&r.answers), ["192.0.2.77"]);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    p.set_behaviour(crate::fake::Behaviour::Rcode(ResponseCode::ServFail));
+    (p, d)
+}
+
+#[test]
+fn serve_stale_answers_from_an_expired_entry_when_every_server_fails() {
+    bounded(LIMIT, async {
+        let (p, d) = expired_entry_with_failing_server(true).await;
+        let r = client::udp(d.udp, &query("short.example.com.", RecordType::A)).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(
+            rdata_strings(&r.answers),
+            ["192.0.2.77"],
+            "RFC 8767 stale answer"
+        );
+        assert!(
+            r.answers[0].ttl > 0 && r.answers[0].ttl <= 30,
+            "stale TTL (RFC 8767 suggests 30 s): {}",
+            r.answers[0].ttl
+        );
+        assert_eq!(p.count(), 2, "the server is asked before going stale");
+        let events = d.events(2).await;
+        assert_eq!(events[1].cache, "stale");
+    });
+}
+
+#[test]
+fn without_serve_stale_an_expired_entry_is_never_served() {
+    bounded(LIMIT, async {
+        let (p, d) = expired_entry_with_failing_server(false).await;
+        let r = client::udp(d.udp, &query("short.example.com.", RecordType::A)).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(p.count(), 2);
+    });
+}

@@ -345,3 +345,45 @@ fn sigterm_drains_in_flight_queries_and_exits_0() {
         assert!(gone.is_none(), "nothing answers after exit");
     });
 }
+
+#[test]
+fn every_listen_address_gets_udp_and_tcp() {
+    bounded(LIMIT, async {
+        let p = Fake::answering(public_table()).await;
+        let dir = TempDir::new("cli-multi");
+        let config = write_config(&dir, "127.0.0.1:53", &zone(".", &[&p], ""));
+        let mut server = Server::serve(
+            &config,
+            &["--listen", "127.0.0.1:0", "--listen", "127.0.0.2:0"],
+        );
+        let second_udp = server.wait_listening_on("udp", "127.0.0.2:");
+        let second_tcp = server.wait_listening_on("tcp", "127.0.0.2:");
+        assert_eq!(second_udp.port(), second_tcp.port());
+        for (udp, tcp) in [(server.udp, server.tcp), (second_udp, second_tcp)] {
+            let r = client::udp(udp, &query("www.example.com.", RecordType::A)).await;
+            assert_eq!(rdata_strings(&r.answers), ["93.184.216.34"], "udp {udp}");
+            let r = client::tcp(tcp, &query("www.example.com.", RecordType::A)).await;
+            assert_eq!(rdata_strings(&r.answers), ["93.184.216.34"], "tcp {tcp}");
+        }
+        assert!(
+            !server.stderr_lines().iter().any(|l| l.contains(":53 ")),
+            "--listen replaces the file's listen list"
+        );
+    });
+}
+
+#[test]
+fn sigint_exits_0() {
+    bounded(LIMIT, async {
+        let p = Fake::answering(public_table()).await;
+        let dir = TempDir::new("cli-int");
+        let config = write_config(&dir, "127.0.0.1:0", &zone(".", &[&p], ""));
+        let mut server = Server::serve(&config, &[]);
+        let _ = client::udp(server.udp, &query("www.example.com.", RecordType::A)).await;
+        server.signal("INT");
+        let status = server
+            .wait_exit(Duration::from_secs(10))
+            .expect("splitdns exits within 10 s of SIGINT");
+        assert_eq!(status.code(), Some(0), "SIGINT exits 0");
+    });
+}

@@ -145,3 +145,17 @@ fn from_toml_str_reports_the_given_path() {
     assert!(err.starts_with("/etc/splitdns/inline.toml:2:"), "{err}");
     assert!(err.contains("bogus"), "{err}");
 }
+
+#[test]
+fn servers_file_fixture_parses_in_order() {
+    let text = std::fs::read_to_string(fixture("upstreams.conf")).unwrap();
+    let parsed = splitdns::dhcp::parse(&text);
+    let want: Vec<std::net::SocketAddr> = vec![
+        "192.0.2.53:53".parse().unwrap(),
+        "192.0.2.54:5353".parse().unwrap(),
+    ];
+    assert_eq!(
+        parsed.servers, want,
+        "nameserver lines in order; others ignored"
+    );
+}

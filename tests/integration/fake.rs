@@ -253,11 +253,17 @@ pub struct Seen {
 }
 
 struct State {
-    behaviour: Behaviour,
+    behaviour: Mutex<Behaviour>,
     table: Table,
     udp: AtomicUsize,
     tcp: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
+}
+
+impl State {
+    fn behaviour(&self) -> Behaviour {
+        *self.behaviour.lock().expect("behaviour lock")
+    }
 }
 
 /// A running fake upstream; its tasks stop when it is dropped.
@@ -282,7 +288,7 @@ impl Fake {
         let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().expect("udp local addr");
         let state = Arc::new(State {
-            behaviour,
+            behaviour: Mutex::new(behaviour),
             table,
             udp: AtomicUsize::new(0),
             tcp: AtomicUsize::new(0),
@@ -308,6 +314,11 @@ impl Fake {
     /// Shorthand: a fake that answers every query with `rcode`.
     pub async fn rcode(rcode: ResponseCode) -> Fake {
         Fake::start(Behaviour::Rcode(rcode), public_table()).await
+    }
+
+    /// Change how the fake reacts from now on (a server going down or coming back).
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.state.behaviour.lock().expect("behaviour lock") = behaviour;
     }
 
     /// Queries received over UDP.
@@ -384,7 +395,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, state: Arc<State>) {
 }
 
 async fn reply_udp(socket: &UdpSocket, state: &State, query: &Message, peer: SocketAddr) {
-    match state.behaviour {
+    match state.behaviour() {
         Behaviour::BlackHole => return,
         Behaviour::Delay(d) => tokio::time::sleep(d).await,
         Behaviour::Spoof(kind) => {
@@ -474,7 +485,7 @@ async fn serve_tcp_conn(mut stream: TcpStream, peer: SocketAddr, state: &State) 
             return;
         };
         record_seen(state, &query, "tcp", peer);
-        match state.behaviour {
+        match state.behaviour() {
             Behaviour::BlackHole => continue,
             Behaviour::Delay(d) => tokio::time::sleep(d).await,
             _ => {}
@@ -517,7 +528,7 @@ fn respond(state: &State, query: &Message) -> Message {
         reply.metadata.response_code = ResponseCode::FormErr;
         return reply;
     }
-    if let Behaviour::Rcode(rcode) = state.behaviour {
+    if let Behaviour::Rcode(rcode) = state.behaviour() {
         reply.metadata.response_code = rcode;
         return reply;
     }

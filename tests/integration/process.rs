@@ -127,21 +127,16 @@ impl Server {
         }
     }
 
+    /// Wait for the `listening on PROTO ...` line (the first one containing `needle`
+    /// after the protocol) and return its address.
+    pub fn wait_listening_on(&mut self, proto: &str, needle: &str) -> SocketAddr {
+        let prefix = format!("listening on {proto} {needle}");
+        let line = self.wait_line(&prefix);
+        parse_listening(&line, proto)
+    }
+
     fn wait_listening(&mut self, proto: &str) -> SocketAddr {
-        let needle = format!("listening on {proto} ");
-        let line = self.wait_line(&needle);
-        let rest = &line[line.find(&needle).expect("needle") + needle.len()..];
-        let addr = rest.split_whitespace().next().unwrap_or("");
-        let addr = addr.trim_matches(|c: char| c == '"' || c == ',');
-        let parsed: SocketAddr = addr
-            .parse()
-            .unwrap_or_else(|e| panic!("cannot parse address in {line:?}: {e}"));
-        assert_ne!(
-            parsed.port(),
-            0,
-            "the log line must show the real port: {line}"
-        );
-        parsed
+        self.wait_listening_on(proto, "")
     }
 
     /// Everything the process wrote to stderr so far.
@@ -171,6 +166,23 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The address in a `listening on PROTO ADDR` line.
+fn parse_listening(line: &str, proto: &str) -> SocketAddr {
+    let needle = format!("listening on {proto} ");
+    let rest = &line[line.find(&needle).expect("needle") + needle.len()..];
+    let addr = rest.split_whitespace().next().unwrap_or("");
+    let addr = addr.trim_matches(|c: char| c == '"' || c == ',');
+    let parsed: SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("cannot parse address in {line:?}: {e}"));
+    assert_ne!(
+        parsed.port(),
+        0,
+        "the log line must show the real port: {line}"
+    );
+    parsed
 }
 
 impl Drop for Server {

@@ -308,3 +308,66 @@ fn small_answer_to_client_without_edns_has_no_opt() {
         assert!(matches!(r.answers[0].data, RData::AAAA(_)));
     });
 }
+
+#[test]
+fn locally_made_errors_carry_opt_only_for_edns_clients() {
+    bounded(LIMIT, async {
+        let sf = Fake::rcode(ResponseCode::ServFail).await;
+        let d = Daemon::start(&format!("{NO_CACHE}{}", zone("consul", &[&sf], ""))).await;
+        // SERVFAIL (every server failed) and REFUSED (no zone), made by splitdns itself.
+        for (name, rcode) in [
+            ("web.service.consul.", ResponseCode::ServFail),
+            ("www.example.com.", ResponseCode::Refused),
+        ] {
+            let plain = client::udp(d.udp, &query(name, RecordType::A)).await;
+            assert_eq!(plain.metadata.response_code, rcode);
+            assert!(
+                plain.edns.is_none(),
+                "{rcode:?} to a client without EDNS has no OPT"
+            );
+            let edns =
+                client::udp(d.udp, &with_edns(query(name, RecordType::A), 1232, false)).await;
+            assert_eq!(edns.metadata.response_code, rcode);
+            assert!(
+                edns.edns.is_some(),
+                "{rcode:?} to an EDNS client carries OPT (RFC 6891 6.1.1)"
+            );
+        }
+    });
+}
+
+#[test]
+fn pipelined_tcp_queries_on_one_connection_are_all_answered() {
+    bounded(LIMIT, async {
+        use tokio::io::AsyncWriteExt;
+        let p = Fake::answering(public_table()).await;
+        let d = public_daemon(&p).await;
+        let queries = [
+            query("www.example.com.", RecordType::A),
+            query("www.example.com.", RecordType::AAAA),
+            query("missing.example.com.", RecordType::A),
+        ];
+        let mut stream = tokio::net::TcpStream::connect(d.tcp).await.unwrap();
+        let mut framed = Vec::new();
+        for q in &queries {
+            let bytes = client::encode(q);
+            framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&bytes);
+        }
+        stream.write_all(&framed).await.unwrap();
+        let mut by_id = std::collections::HashMap::new();
+        for _ in 0..queries.len() {
+            let reply = tokio::time::timeout(LIMIT, client::read_frame(&mut stream))
+                .await
+                .expect("pipelined reply");
+            let r = client::decode(&reply);
+            by_id.insert(r.metadata.id, r);
+        }
+        let a = &by_id[&queries[0].metadata.id];
+        assert_eq!(rdata_strings(&a.answers), ["93.184.216.34"]);
+        let aaaa = &by_id[&queries[1].metadata.id];
+        assert!(matches!(aaaa.answers[0].data, RData::AAAA(_)));
+        let nx = &by_id[&queries[2].metadata.id];
+        assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    });
+}
