@@ -30,6 +30,8 @@ N_FIX=${N_FIX:-2000}
 SCENARIOS=${SCENARIOS:-race fix dhcp check}
 # Upper bound on how long any daemon started here may live.
 LIFETIME=${LIFETIME:-300}
+# Scenarios that would start after this many seconds are skipped (and fail).
+BUDGET=${BUDGET:-150}
 PREFIX="sdns-$$-"
 
 PIDS=()        # processes started by this script (ip netns exec -> timeout -> daemon)
@@ -251,7 +253,7 @@ start_standins() {
 # ------------------------------------------------------- 1. the race ---
 
 scenario_race() {
-	local ns line fail n ok_a fail_a gline
+	local ns line fail n ok_a fail_a gline attempt rounds
 	log "race: musl client, resolv.conf = [unbound (Consul-aware), libvirt dnsmasq]"
 	new_ns race
 	ns=$NS
@@ -299,20 +301,27 @@ scenario_race() {
 	ok_a=$(field "$line" ok)
 	fail_a=$(field "$line" fail)
 	log "race control [A]: $line"
-	line=$(gai "$ns" "$WORK/resolv-ab.conf" musl -e "$CONSUL_ADDR" gai "$CONSUL_NAME" "$N_RACE")
-	log "race [A, B]: $line"
+	# The rate depends on scheduling (60-98 % on an idle machine, lower under
+	# load), so a round with no failure is retried before calling it a miss.
+	for attempt in 1 2 3; do
+		line=$(gai "$ns" "$WORK/resolv-ab.conf" musl -e "$CONSUL_ADDR" gai "$CONSUL_NAME" "$N_RACE")
+		log "race [A, B] round $attempt: $line"
+		[ "$(field "$line" fail)" = 0 ] || break
+	done
 	gline=$(gai "$ns" "$WORK/resolv-ab.conf" glibc -e "$CONSUL_ADDR" gai "$CONSUL_NAME" "$N_RACE")
 	log "race [A, B] glibc (for comparison; it asks B only when A does not answer): $gline"
 	fail=$(field "$line" fail)
 	n=$(field "$line" n)
+	rounds=""
+	[ "$attempt" -gt 1 ] && rounds=" (round $attempt)"
 	if [ -z "$fail" ] || [ -z "$fail_a" ] || [ -z "$ok_a" ]; then
 		fail race "gaicount gave no result (see $WORK/gaicount.err)"
 	elif [ "$fail_a" -ne 0 ]; then
 		fail race "control failed: musl with only the Consul-aware resolver failed $fail_a/$N_RACE"
 	elif [ "$fail" -gt 0 ]; then
-		pass race "musl $fail/$n failed ($(pct "$fail" "$n")%) with [resolver, dnsmasq]; control [resolver] 0/$N_RACE; glibc $(field "$gline" fail)/$(field "$gline" n)"
+		pass race "musl $fail/$n failed ($(pct "$fail" "$n")%) with [resolver, dnsmasq]$rounds; control [resolver] 0/$N_RACE; glibc $(field "$gline" fail)/$(field "$gline" n)"
 	else
-		fail race "musl 0/$n failed: the race did not reproduce"
+		fail race "musl 0/$n failed in each of $attempt rounds: the race did not reproduce"
 	fi
 }
 
@@ -498,7 +507,12 @@ follow() {
 # list so that writes under /etc can be reported afterwards.
 make_layout() {
 	local l="$WORK/vm/$1" ev
-	mkdir -p "$l/etc-up/dhcp" "$l/etc-up/udhcpc" "$l/etc-wk" "$l/bin-up" "$l/bin-wk" "$l/empty"
+	mkdir -p "$l/etc-up/dhcp" "$l/etc-up/udhcpc" "$l/etc-wk" "$l/bin-up" "$l/bin-wk" \
+		"$l/dhclient-enter-hooks.d" "$l/dhclient-exit-hooks.d"
+	# Sourced by dhclient-script after the shipped exit hook: records the event.
+	# shellcheck disable=SC2016 # expanded by dhclient-script
+	printf 'echo "$reason ${new_domain_name_servers:-}" >>"%s/dhclient-events.log"\n' "$WORK" \
+		>"$l/dhclient-exit-hooks.d/interop-log"
 	cp "$ROOT/alpine/dhclient-enter-hooks" "$ROOT/alpine/dhclient-exit-hooks" "$l/etc-up/dhcp/"
 	cp "$ROOT/alpine/udhcpc.conf" "$l/etc-up/udhcpc/udhcpc.conf"
 	for ev in bound renew deconfig; do
@@ -698,31 +712,39 @@ scenario_check() {
 			bad=1
 		fi
 	done
-	local IFS=';'
+	local summary
+	summary=$(printf '%s; ' "${figures[@]}")
+	summary=${summary%; }
 	if [ "$bad" -eq 0 ]; then
-		pass check "splitdns -c FILE check: ${figures[*]}"
+		pass check "splitdns -c FILE check: $summary"
 	else
-		fail check "splitdns -c FILE check: ${figures[*]}"
+		fail check "splitdns -c FILE check: $summary"
 	fi
 }
 
 # ---------------------------------------------------------------- main ---
 
 main() {
-	local md5_before md5_after s start
+	local md5_before md5_after host_before host_after s start
 	if [ "$(id -u)" != 0 ]; then
 		echo "interop: must run as root (network and mount namespaces)" >&2
 		exit 2
 	fi
-	need ip unshare mount timeout md5sum dnsmasq unbound musl-gcc gcc dhclient busybox dig
+	need ip unshare mount timeout md5sum pgrep dnsmasq unbound musl-gcc gcc dhclient busybox dig
 	start=$(date +%s)
 	md5_before=$(md5sum </etc/resolv.conf)
+	# The DHCP scenario installs the hooks and binary only inside overlays.
+	host_before=$(ls -d /usr/bin/splitdns /run/splitdns /etc/dhcp/dhclient-exit-hooks /etc/udhcpc 2>/dev/null)
 	WORK=$(mktemp -d "${TMPDIR:-/tmp}/splitdns-interop.XXXXXX")
 	chmod 755 "$WORK"
 	log "work dir $WORK, splitdns $SPLITDNS"
 	write_client_etc
 	build_clients
 	for s in $SCENARIOS; do
+		if [ $(($(date +%s) - start)) -gt "$BUDGET" ]; then
+			fail "$s" "skipped: the suite already ran past its ${BUDGET}s budget"
+			continue
+		fi
 		case $s in
 		race) scenario_race ;;
 		fix) scenario_fix ;;
@@ -734,6 +756,10 @@ main() {
 	md5_after=$(md5sum </etc/resolv.conf)
 	if [ "$md5_before" != "$md5_after" ]; then
 		fail host "/etc/resolv.conf changed during the run"
+	fi
+	host_after=$(ls -d /usr/bin/splitdns /run/splitdns /etc/dhcp/dhclient-exit-hooks /etc/udhcpc 2>/dev/null)
+	if [ "$host_before" != "$host_after" ]; then
+		fail host "files appeared on the host: $(printf '%s\n%s\n' "$host_before" "$host_after" | sort | uniq -u | tr '\n' ' ')"
 	fi
 	echo "----"
 	printf '%s\n' "${RESULTS[@]}"
