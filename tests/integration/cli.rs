@@ -387,3 +387,46 @@ fn sigint_exits_0() {
         assert_eq!(status.code(), Some(0), "SIGINT exits 0");
     });
 }
+
+#[test]
+fn check_and_route_work_on_every_shipped_config() {
+    let dir = crate::config_files::root().join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let p = path.to_str().unwrap();
+        let out = process::run(&["-c", p, "check"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "check {p}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let out = process::run(&["-c", p, "route", "www.example.com"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "route on {p}: {}",
+            text(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "config/ ships at least three files");
+    let alpine = dir.join("splitdns.toml");
+    let out = process::run(&[
+        "-c",
+        alpine.to_str().unwrap(),
+        "route",
+        "web.service.consul",
+        "SRV",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("consul") && stdout.contains("127.0.0.1:8600"),
+        "the Alpine config sends *.consul to the local agent:\n{stdout}"
+    );
+}
