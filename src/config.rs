@@ -626,13 +626,15 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
             "NXDOMAIN" => 3,
             "NOTIMP" => 4,
             "REFUSED" => 5,
-            other => return Err(src.err(
-                r.span(),
-                &key("failover_rcodes"),
-                format!(
+            other => {
+                return Err(src.err(
+                    r.span(),
+                    &key("failover_rcodes"),
+                    format!(
                     "unknown rcode `{other}` (one of FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED)"
                 ),
-            )),
+                ))
+            }
         };
         rcodes.push(code);
     }

@@ -159,6 +159,16 @@ pub async fn resolve(
 
     let mut key = Vec::with_capacity(q.question.len() + 1);
     wire::cache_key(&q, &mut key);
+    if let Some(server) = shared.health.loop_probe_seen(wire::key_qname(&key)) {
+        ev.error = Some("forwarding loop detected");
+        ev.upstream = Some(server);
+        return finish(
+            wire::error_reply(q.id, 0, q.flags, Some(q.question), q.edns, rcode::SERVFAIL),
+            ev,
+            proto,
+            q.udp_limit(),
+        );
+    }
     let Some(zone) = snap
         .routes
         .lookup_wire(wire::key_qname(&key), q.qtype)

@@ -74,7 +74,7 @@ pub fn read_servers_files(config: &Config) -> FileState {
     FileState { contents }
 }
 
-fn install(shared: &Shared, config: Arc<Config>, files: &FileState, why: &str) {
+fn install(shared: &Arc<Shared>, config: Arc<Config>, files: &FileState, why: &str) {
     let generation = shared.snapshot.load().generation + 1;
     let (snap, warnings) = Snapshot::build(config, &files.servers(), &shared.listen, generation);
     for w in warnings {
@@ -84,6 +84,17 @@ fn install(shared: &Shared, config: Arc<Config>, files: &FileState, why: &str) {
         tracing::info!(generation, zone = %z.name, servers = ?z.servers, "{why}");
     }
     shared.install(snap);
+    probe(shared);
+}
+
+/// Clears old loop verdicts and probes the current servers in the background.
+pub fn probe(shared: &Arc<Shared>) {
+    shared.health.clear_loops();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let snap = shared.snapshot.load_full();
+        crate::upstream::send_loop_probes(&snap.zones, &shared.health).await;
+    });
 }
 
 /// Reads servers files without logging (for change detection).
@@ -113,6 +124,7 @@ pub async fn watch(
             None
         }
     };
+    probe(&shared);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,6 +26,8 @@ use crate::wire;
 
 /// Time allowed to receive the rest of a TCP message once its length arrived.
 const TCP_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new TCP connection waits for idle ones to close when at the cap.
+const SHED_WAIT: Duration = Duration::from_millis(200);
 /// Receive buffer: the largest UDP query we accept.
 const UDP_RECV: usize = 4096;
 
@@ -131,9 +133,10 @@ async fn try_fast_hit(
     true
 }
 
-/// Accepts TCP clients until `cancel`, at most `limits.tcp_max_connections` at once;
-/// connections beyond that are closed at once (clients retry), so a flood of idle
-/// connections cannot starve the process.
+/// Accepts TCP clients until `cancel`, at most `limits.tcp_max_connections` at once.
+/// When the cap is reached, connections that are idle (waiting for their next query) are
+/// asked to close to admit the newcomer (RFC 7766 §6.2.3 lets a server under pressure close
+/// idle connections); if none frees a slot in time, the new connection is closed.
 pub async fn tcp_accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -142,6 +145,7 @@ pub async fn tcp_accept_loop(
     cancel: CancellationToken,
 ) {
     let conns = Arc::new(Semaphore::new(limits.tcp_max_connections));
+    let shed = Arc::new(Notify::new());
     let mut refused_logged = Instant::now() - Duration::from_secs(60);
     loop {
         let (stream, peer) = tokio::select! {
@@ -156,22 +160,32 @@ pub async fn tcp_accept_loop(
                 }
             },
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            if refused_logged.elapsed() > Duration::from_secs(10) {
-                tracing::warn!(
-                    max = limits.tcp_max_connections,
-                    "tcp connection limit reached; closing new connections"
-                );
-                refused_logged = Instant::now();
+        let permit = match conns.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                shed.notify_waiters();
+                match tokio::time::timeout(SHED_WAIT, conns.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        if refused_logged.elapsed() > Duration::from_secs(10) {
+                            tracing::warn!(
+                                max = limits.tcp_max_connections,
+                                "tcp connection limit reached and no idle connection to close; closing new connections"
+                            );
+                            refused_logged = Instant::now();
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                }
             }
-            drop(stream);
-            continue;
         };
-        let (shared, cancel, limits2) = (shared.clone(), cancel.clone(), limits.clone());
+        let (shared, cancel, limits2, shed2) =
+            (shared.clone(), cancel.clone(), limits.clone(), shed.clone());
         let t2 = tracker.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            tcp_connection(stream, peer, shared, limits2, t2, cancel).await;
+            tcp_connection(stream, peer, shared, limits2, t2, cancel, shed2).await;
         });
     }
 }
@@ -183,6 +197,7 @@ async fn tcp_connection(
     limits: Limits,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    shed: Arc<Notify>,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -200,9 +215,11 @@ async fn tcp_connection(
     });
     let pipeline = Arc::new(Semaphore::new(limits.tcp_max_pipelined));
     loop {
+        let idle = pipeline.available_permits() == limits.tcp_max_pipelined;
         let len = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
+            _ = shed.notified(), if idle => break,
             r = tokio::time::timeout(limits.tcp_idle_timeout, rd.read_u16()) => match r {
                 Ok(Ok(len)) => usize::from(len),
                 _ => break,

@@ -51,11 +51,24 @@ struct ServerHealth {
     down_until: Option<Instant>,
 }
 
-/// Per-server failure memory, shared by all queries and kept across reloads.
+/// Per-server failure memory, shared by all queries and kept across reloads, plus the
+/// forwarding-loop detector (see [`send_loop_probes`]).
 #[derive(Debug, Default)]
 pub struct Health {
     servers: Mutex<FxHashMap<SocketAddr, ServerHealth>>,
+    /// Outstanding loop probes: lower-cased probe QNAME → (server, sent at).
+    probes: Mutex<FxHashMap<Vec<u8>, (SocketAddr, Instant)>>,
+    /// Servers found to send our queries back to us; never asked until the next reload.
+    looping: Mutex<Vec<SocketAddr>>,
+    /// Cheap check so ordinary queries skip the probe map.
+    probes_pending: std::sync::atomic::AtomicBool,
 }
+
+/// The label that marks a loop probe: `<random>.splitdns-loop-probe.<zone>`, type HINFO,
+/// in the manner of CoreDNS's `loop` plugin.
+pub const LOOP_PROBE_LABEL: &[u8] = b"splitdns-loop-probe";
+/// How long a probe is remembered.
+const PROBE_TTL: Duration = Duration::from_secs(10);
 
 impl Health {
     fn with<R>(&self, f: impl FnOnce(&mut FxHashMap<SocketAddr, ServerHealth>) -> R) -> R {
@@ -72,6 +85,52 @@ impl Health {
                 .and_then(|h| h.down_until)
                 .is_some_and(|t| now < t)
         })
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        match m.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// True if `server` was caught forwarding our queries back to us.
+    pub fn is_looping(&self, server: SocketAddr) -> bool {
+        let l = Self::lock(&self.looping);
+        !l.is_empty() && l.contains(&server)
+    }
+
+    /// Forgets loop verdicts (on reload: the servers may have been fixed; probes re-check).
+    pub fn clear_loops(&self) {
+        Self::lock(&self.looping).clear();
+    }
+
+    /// Called for every query that reached the slow path with its lower-cased QNAME: if it
+    /// is one of our own probes, the server it was sent to forwards back to us. That server
+    /// is marked looping (skipped until the next reload) and returned, and the caller
+    /// answers SERVFAIL instead of forwarding again, which breaks the loop.
+    pub fn loop_probe_seen(&self, lower_qname: &[u8]) -> Option<SocketAddr> {
+        if !self
+            .probes_pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        let server = Self::lock(&self.probes).get(lower_qname).map(|(s, _)| *s)?;
+        let mut l = Self::lock(&self.looping);
+        if !l.contains(&server) {
+            tracing::error!(upstream = %server, "forwarding loop detected: this server sends our queries back to splitdns; it is skipped until the next reload");
+            l.push(server);
+        }
+        Some(server)
+    }
+
+    fn add_probe(&self, qname: Vec<u8>, server: SocketAddr, now: Instant) {
+        let mut p = Self::lock(&self.probes);
+        p.retain(|_, (_, at)| now.saturating_duration_since(*at) < PROBE_TTL);
+        p.insert(qname, (server, now));
+        self.probes_pending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn failed(&self, server: SocketAddr, now: Instant) {
@@ -118,14 +177,19 @@ pub async fn query(
     attempts: &mut Vec<Attempt>,
 ) -> Option<Answer> {
     let now = Instant::now();
-    let mut order: Vec<SocketAddr> = zone
+    let usable: Vec<SocketAddr> = zone
         .servers
+        .iter()
+        .copied()
+        .filter(|s| !health.is_looping(*s))
+        .collect();
+    let mut order: Vec<SocketAddr> = usable
         .iter()
         .copied()
         .filter(|s| !health.is_down(*s, now))
         .collect();
     if order.is_empty() {
-        order.clone_from(&zone.servers);
+        order = usable;
     }
     for server in order {
         let now = Instant::now();
@@ -286,6 +350,49 @@ async fn tcp_exchange(
     s.read_exact(&mut buf).await?;
     let reply = accept(&buf, id, question).ok_or(UpstreamError::Mismatch)?;
     Ok((buf, reply))
+}
+
+/// Sends one loop probe to each server of each zone: a HINFO query for
+/// `<random>.splitdns-loop-probe.<zone>`, fire and forget (the reply does not matter and
+/// the server's health is not touched). If a probe ever arrives back at our listener,
+/// `Health::loop_probe_seen` catches it.
+pub async fn send_loop_probes(zones: &[Zone], health: &Health) {
+    let now = Instant::now();
+    for zone in zones {
+        for &server in &zone.servers {
+            let mut qname = Vec::with_capacity(64);
+            let label = format!("{:016x}", rand::random::<u64>());
+            qname.push(label.len() as u8);
+            qname.extend_from_slice(label.as_bytes());
+            qname.push(LOOP_PROBE_LABEL.len() as u8);
+            qname.extend_from_slice(LOOP_PROBE_LABEL);
+            qname.extend_from_slice(&crate::route::text_to_wire(&zone.name));
+            let mut question = qname.clone();
+            question.extend_from_slice(&[0, 13, 0, 1]); // HINFO IN
+            let q = Query {
+                id: 0,
+                flags: wire::QueryFlags {
+                    rd: true,
+                    cd: false,
+                    ad: false,
+                },
+                question: &question,
+                qtype: 13,
+                qclass: 1,
+                edns: None,
+            };
+            health.add_probe(qname, server, now);
+            let msg = wire::upstream_query(&q, rand::random());
+            let local: SocketAddr = if server.is_ipv4() {
+                (Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            if let Ok(sock) = UdpSocket::bind(local).await {
+                let _ = sock.send_to(&msg, server).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ mod cli;
 mod config_files;
 mod event_log;
 mod lifecycle;
+mod loops;
 mod order;
 mod proxy;
 mod routing;
