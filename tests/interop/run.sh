@@ -465,37 +465,51 @@ set_dhcp_dns() {
 	log "dhcp: the DHCP server did not re-read $WORK/dhcp-opts"
 }
 
-# answers_within EXPECT SECONDS: poll splitdns in C until $WHO resolves to
-# EXPECT; sets WAITED_MS, or GOT (the last answer) on timeout.
+# last_attempts: the servers splitdns tried, in order, for the latest $WHO
+# query, from its query events (DESIGN.md "One event per query").
+last_attempts() {
+	grep -s '"qname":"whoami.test."' "$WORK/dhcp-events.jsonl" | tail -n1 |
+		sed -n 's/.*"attempts":\[\([^]]*\)\].*/\1/p' | grep -o '"server":"[^"]*"' | cut -d'"' -f4 |
+		tr '\n' ' ' | sed 's/ $//'
+}
+
+# answers_within EXPECT SERVER SECONDS: poll splitdns in C until $WHO resolves
+# to EXPECT and its query event shows SERVER as the only server tried. The
+# second half matters after a release: the address is gone, so the old DHCP
+# server fails at once and splitdns would reach the static one by failover
+# even before it re-read the file. Sets WAITED_MS; GOT and ATTEMPTS (the last
+# answer and servers tried).
 answers_within() {
-	local expect=$1 limit_ms=$(($2 * 1000)) start now
+	local expect=$1 server=$2 limit_ms=$(($3 * 1000)) start now
 	start=$(date +%s%N)
 	while :; do
 		GOT=$(dig_short "$DHCP_C" 127.0.0.1 "$WHO" | head -n1)
+		ATTEMPTS=$(last_attempts)
 		now=$(date +%s%N)
 		WAITED_MS=$(((now - start) / 1000000))
-		[ "$GOT" = "$expect" ] && return 0
+		[ "$GOT" = "$expect" ] && [ "$ATTEMPTS" = "$server" ] && return 0
 		[ "$WAITED_MS" -ge "$limit_ms" ] && return 1
 		sleep 0.1
 	done
 }
 
-# follow CLIENT STEP EXPECT: check that splitdns follows the servers file to
-# EXPECT. If the file watch does not pick the change up within WATCH_SECS, a
-# SIGHUP is tried so the report can tell "no watch" from "wrong servers".
+# follow CLIENT STEP EXPECT SERVER: check that splitdns follows the servers
+# file so that $WHO resolves to EXPECT through SERVER alone. If the file watch
+# does not pick the change up within WATCH_SECS, a SIGHUP is tried so the
+# report can tell "no watch" from "wrong servers".
 follow() {
-	local client=$1 step=$2 expect=$3 spid
-	if answers_within "$expect" "$WATCH_SECS"; then
+	local client=$1 step=$2 expect=$3 server=$4 spid
+	if answers_within "$expect" "$server" "$WATCH_SECS"; then
 		DHCP_STEPS+=("$client $step ${WAITED_MS}ms")
 		return 0
 	fi
-	local got=${GOT:-no answer}
+	local got="${GOT:-no answer} via [${ATTEMPTS}]"
 	spid=$(real_pid "$SPLITDNS_PID")
 	kill -HUP "$spid" 2>/dev/null || true
-	if answers_within "$expect" 3; then
+	if answers_within "$expect" "$server" 3; then
 		DHCP_STEPS+=("$client $step only after SIGHUP (file watch missed it for ${WATCH_SECS}s)")
 	else
-		DHCP_STEPS+=("$client $step: got '$got', then '${GOT:-no answer}' after SIGHUP, want $expect (file: $(grep -s nameserver "$WORK/run/upstreams.conf" | tr '\n' ' '))")
+		DHCP_STEPS+=("$client $step: got $got, then ${GOT:-no answer} via [${ATTEMPTS}] after SIGHUP, want $expect via [$server] (file: $(grep -s nameserver "$WORK/run/upstreams.conf" | tr '\n' ' '))")
 	fi
 	DHCP_BAD=1
 	return 1
@@ -615,15 +629,15 @@ dhcp_dhclient() {
 	make_layout dhclient
 	bg "$DHCP_C" dhclient sh "$HERE/vm-exec.sh" "$LAYOUT" "$WORK/run" dhclient -d -v "${args[@]}"
 	local job=$LAST_PID
-	follow dhclient "bind->X" "$WHO_X" || { stop "$job"; return 1; }
+	follow dhclient "bind->X" "$WHO_X" "$DNS_X:53" || { stop "$job"; return 1; }
 	set_dhcp_dns "$DNS_Y"
 	# dhclient renews by itself at T1 (3 s).
-	WATCH_SECS=$((WATCH_SECS + 5)) follow dhclient "renew->Y" "$WHO_Y" || { stop "$job"; return 1; }
+	WATCH_SECS=$((WATCH_SECS + 5)) follow dhclient "renew->Y" "$WHO_Y" "$DNS_Y:53" || { stop "$job"; return 1; }
 	# dhclient -r stops the running dhclient and releases the lease.
 	make_layout dhclient-release
 	timeout 20 ip netns exec "$DHCP_C" sh "$HERE/vm-exec.sh" "$LAYOUT" "$WORK/run" dhclient -r -v "${args[@]}" \
 		>>"$WORK/dhclient-release.log" 2>&1
-	follow dhclient "release->static" "$WHO_STATIC"
+	follow dhclient "release->static" "$WHO_STATIC" "127.0.0.3:53"
 	stop "$job"
 }
 
@@ -636,7 +650,7 @@ dhcp_udhcpc() {
 	bg "$DHCP_C" udhcpc sh "$HERE/vm-exec.sh" "$LAYOUT" "$WORK/run" busybox udhcpc -f -i eth0 \
 		-s "$WORK/vm/udhcpc-script" -p "$WORK/udhcpc.pid" -t 10 -T 1 -A 1
 	local job=$LAST_PID
-	follow udhcpc "bind->X" "$WHO_X" || { stop "$job"; return 1; }
+	follow udhcpc "bind->X" "$WHO_X" "$DNS_X:53" || { stop "$job"; return 1; }
 	pid=$(tr -dc '0-9' <"$WORK/udhcpc.pid" 2>/dev/null)
 	if [ -z "$pid" ] || ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$WORK"; then
 		DHCP_STEPS+=("udhcpc: no pid file")
@@ -646,9 +660,9 @@ dhcp_udhcpc() {
 	fi
 	set_dhcp_dns "$DNS_Y"
 	kill -USR1 "$pid"
-	follow udhcpc "renew->Y" "$WHO_Y" || { stop "$job"; return 1; }
+	follow udhcpc "renew->Y" "$WHO_Y" "$DNS_Y:53" || { stop "$job"; return 1; }
 	kill -USR2 "$pid"
-	follow udhcpc "release->static" "$WHO_STATIC"
+	follow udhcpc "release->static" "$WHO_STATIC" "127.0.0.3:53"
 	stop "$job"
 }
 
@@ -664,8 +678,8 @@ scenario_dhcp() {
 		fail dhcp "setup failed${SETUP_ERR:+: $SETUP_ERR} (see $WORK/dhcp*.log: $(tail -n 3 "$WORK/dhcp-splitdns.log" 2>/dev/null | tr '\n' ' '))"
 		return
 	fi
-	if ! answers_within "$WHO_STATIC" 3; then
-		fail dhcp "before any lease (no servers file), splitdns answered '${GOT:-nothing}', want the static server's $WHO_STATIC"
+	if ! answers_within "$WHO_STATIC" 127.0.0.3:53 3; then
+		fail dhcp "before any lease (no servers file), splitdns answered '${GOT:-nothing}' via [$ATTEMPTS], want the static server's $WHO_STATIC"
 		return
 	fi
 	DHCP_STEPS+=("no file->static")
