@@ -98,6 +98,9 @@ struct RawConfig {
     /// Client networks allowed to query; others get REFUSED. Default: loopback only.
     #[serde(default)]
     allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// When started as root: switch to this user once the sockets are bound.
+    #[serde(default)]
+    user: Option<Spanned<String>>,
     /// The answer cache.
     #[serde(default)]
     cache: RawCache,
@@ -282,6 +285,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Allowed client networks.
     pub allow: Vec<Cidr>,
+    /// User to switch to after binding, when started as root.
+    pub user: Option<String>,
     /// Cache settings.
     pub cache: CacheConfig,
     /// Event output.
@@ -405,6 +410,7 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     let RawConfig {
         listen,
         allow,
+        user,
         cache,
         events,
         limits,
@@ -422,6 +428,17 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     }
 
     let allow = validate_allow(allow, &listen_addrs, src)?;
+    let user = match user {
+        Some(u) if u.get_ref().trim().is_empty() || u.get_ref().contains(char::is_whitespace) => {
+            return Err(src.err(
+                u.span(),
+                "user",
+                format!("`{}` is not a user name", u.get_ref()),
+            ))
+        }
+        Some(u) => Some(u.into_inner()),
+        None => None,
+    };
     let cache = validate_cache(cache, src)?;
     let events = match events.output.as_str() {
         "stdout" => EventsOutput::Stdout,
@@ -455,6 +472,7 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         path: src.path.to_owned(),
         listen: listen_addrs,
         allow,
+        user,
         cache,
         events,
         limits,

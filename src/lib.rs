@@ -17,6 +17,7 @@
 //! - `state`: the swappable snapshot and the shared state.
 //! - `reload`: SIGHUP and servers-file watching.
 //! - `app`: bind, run, drain.
+//! - `privs`: dropping root after binding.
 //! - `cli`: the command line.
 
 pub mod app;
@@ -28,6 +29,7 @@ pub mod event;
 pub mod forward;
 pub mod hook;
 pub mod net;
+pub mod privs;
 pub mod reload;
 pub mod route;
 pub mod server;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use splitdns::cli::{Cli, Command};
 use splitdns::config::Config;
-use splitdns::{app, hook, reload, state};
+use splitdns::{app, hook, privs, reload, state};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,6 +36,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.listen = listen;
             }
             let sockets = app::bind(&config)?;
+            if let Some(user) = &config.user {
+                match privs::drop_to(user)? {
+                    privs::Dropped::To(uid, gid) => {
+                        tracing::info!(user = %user, uid, gid, "dropped root after binding")
+                    }
+                    privs::Dropped::NotRoot => {
+                        tracing::debug!("not root; `user` has nothing to drop")
+                    }
+                }
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

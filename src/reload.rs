@@ -61,7 +61,7 @@ pub fn read_servers_files(config: &Config) -> FileState {
                 Some(b)
             }
             Ok(None) => {
-                tracing::warn!(file = %path.display(), zone = %z.name, "servers file missing; using the zone's static servers");
+                tracing::info!(file = %path.display(), zone = %z.name, "servers file not there (yet); using the zone's static servers");
                 None
             }
             Err(e) => {

@@ -50,6 +50,7 @@ mod event_log;
 mod lifecycle;
 mod loops;
 mod order;
+mod privs;
 mod proxy;
 mod routing;
 mod servers_file;
