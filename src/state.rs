@@ -165,7 +165,17 @@ impl Shared {
                 _ => false,
             }
         };
-        if old.cache != new.cache {
+        // Entries are keyed by question, not zone: if routing changed (a zone added,
+        // removed or given other networks), a cached answer could now belong to another
+        // zone, so start over. Same if the cache policy changed.
+        let routes = |s: &Snapshot| -> Vec<(String, Vec<String>)> {
+            s.config
+                .zones
+                .iter()
+                .map(|z| (z.name.clone(), z.reverse_zones.clone()))
+                .collect()
+        };
+        if old.cache != new.cache || routes(&old) != routes(&new) {
             self.cache.retain(|_| false);
         } else {
             self.cache.retain(unchanged);
@@ -217,5 +227,58 @@ mod tests {
         );
         assert_eq!(s.zones[0].from_file, 2);
         assert_eq!(w.len(), 2, "{w:?}");
+    }
+
+    fn shared_for(text: &str) -> (Shared, Arc<Config>) {
+        let cfg = Arc::new(Config::from_toml_str(text, Path::new("t.toml")).unwrap());
+        let (snap, _) = Snapshot::build(cfg.clone(), &FileServers::new(), &cfg.listen, 1);
+        let shared = Shared {
+            snapshot: ArcSwap::from_pointee(snap),
+            cache: Cache::new(100, false),
+            health: Health::default(),
+            events: EventSink::off(),
+            listen: cfg.listen.clone(),
+        };
+        (shared, cfg)
+    }
+
+    fn fill(shared: &Shared, zones: &[&str]) {
+        // A minimal cacheable reply: header + question for "a." + one A record, TTL 300.
+        let msg: Vec<u8> = vec![
+            0, 0, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1, 0xc0, 12, 0, 1, 0, 1,
+            0, 0, 1, 44, 0, 4, 10, 0, 0, 1,
+        ];
+        for (i, z) in zones.iter().enumerate() {
+            shared.cache.insert(
+                &[i as u8],
+                &Arc::from(*z),
+                &msg,
+                300,
+                std::time::Instant::now(),
+            );
+        }
+    }
+
+    fn install_text(shared: &Shared, text: &str) {
+        let cfg = Arc::new(Config::from_toml_str(text, Path::new("t.toml")).unwrap());
+        let (snap, _) = Snapshot::build(cfg.clone(), &FileServers::new(), &cfg.listen, 2);
+        shared.install(snap);
+    }
+
+    #[test]
+    fn install_drops_only_changed_zones() {
+        let base = "[[zone]]\nname = \"consul\"\nservers = [\"127.0.0.1:8600\"]\n[[zone]]\nname = \".\"\nservers = [\"10.0.0.1\"]\n";
+        let (shared, _) = shared_for(base);
+        fill(&shared, &["consul", "."]);
+        install_text(&shared, base);
+        assert_eq!(shared.cache.len(), 2, "identical reload keeps everything");
+        install_text(&shared, &base.replace("10.0.0.1", "10.0.0.2"));
+        assert_eq!(shared.cache.len(), 1, "only the changed zone is dropped");
+        let more = format!(
+            "{}[[zone]]\nname = \"service.consul\"\nservers = [\"10.0.0.9\"]\n",
+            base.replace("10.0.0.1", "10.0.0.2")
+        );
+        install_text(&shared, &more);
+        assert!(shared.cache.is_empty(), "a routing change clears all");
     }
 }
