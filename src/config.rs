@@ -247,7 +247,7 @@ pub struct CacheConfig {
 /// Resource bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Queries waiting on an upstream at once, per receive thread; more are dropped.
+    /// Queries waiting on an upstream at once, per receive thread; more get SERVFAIL.
     pub max_inflight: usize,
     /// Open TCP client connections; past this, new connections are closed at once.
     pub tcp_max_connections: usize,

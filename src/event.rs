@@ -23,7 +23,7 @@
 //! | `tc` | bool | the reply was truncated (TC=1) |
 //! | `size` | number | bytes of the reply sent (0 if none) |
 //! | `duration_ms` | number | from receipt to reply, milliseconds with µs precision |
-//! | `error` | string or null | why the query was not answered normally (`malformed`, `formerr`, `notimp`, `badvers`, `refused: client not allowed`, `refused: no zone`, `all servers failed`, `overload: dropped`, `send failed`, ...) |
+//! | `error` | string or null | why the query was not answered normally (`malformed`, `formerr`, `notimp`, `badvers`, `refused: client not allowed`, `refused: no zone`, `all servers failed`, `overload: servfail`, `overload: dropped`, `send failed`, ...) |
 //!
 //! Writing never blocks answering: events go through a bounded channel to a writer
 //! thread; when it is full the event is dropped and counted, and the count is logged.

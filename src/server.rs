@@ -22,7 +22,7 @@ use crate::config::Limits;
 use crate::event::{CacheStatus, InlineName, Proto, QueryEvent};
 use crate::forward;
 use crate::state::Shared;
-use crate::wire;
+use crate::wire::{self, rcode};
 
 /// Time allowed to receive the rest of a TCP message once its length arrived.
 const TCP_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,13 +64,31 @@ pub async fn udp_loop(
             continue;
         }
         let Ok(permit) = inflight.clone().try_acquire_owned() else {
+            // Over the bound: a well-formed query from an allowed client gets SERVFAIL at
+            // once (the client fails fast instead of waiting out its 5 s timeout, and we
+            // hold no state for it); anything else is dropped.
             let mut ev = QueryEvent::new(SystemTime::now(), src, Proto::Udp);
+            ev.error = Some("overload: dropped");
             if let Ok(q) = wire::parse_query(pkt) {
                 ev.qname = Some(InlineName::new(q.qname()));
                 ev.qtype = Some(q.qtype);
                 ev.id = Some(q.id);
+                if shared.snapshot.load().allowed(src.ip()) {
+                    let reply = wire::error_reply(
+                        q.id,
+                        0,
+                        q.flags,
+                        Some(q.question),
+                        q.edns,
+                        rcode::SERVFAIL,
+                    );
+                    ev.error = Some("overload: servfail");
+                    ev.set_reply(&reply);
+                    if sock.try_send_to(&reply, src).is_err() {
+                        ev.error = Some("overload: dropped");
+                    }
+                }
             }
-            ev.error = Some("overload: dropped");
             ev.duration = received.elapsed();
             shared.events.emit(ev);
             continue;
