@@ -36,9 +36,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
-
 use crate::config::EventsOutput;
 
 /// Schema version written as `v`.
@@ -273,6 +270,12 @@ fn qtype_name(t: u16) -> String {
 
 /// RFC 3339 UTC with microseconds, from the civil-from-days algorithm (no tz database).
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut out = Vec::with_capacity(27);
+    write_rfc3339(&mut out, t);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn write_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let days = (secs / 86_400) as i64;
@@ -286,70 +289,116 @@ pub fn rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
         d.subsec_micros()
-    )
+    );
 }
 
-fn ms(d: Duration) -> f64 {
-    (d.as_micros() as f64) / 1000.0
-}
-
-struct AttemptsJson<'a>(&'a [Attempt]);
-
-impl Serialize for AttemptsJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for a in self.0 {
-            seq.serialize_element(&AttemptJson(a))?;
+/// Writes `s` as a JSON string (quotes included).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
         }
-        seq.end()
     }
+    out.push(b'"');
 }
 
-struct AttemptJson<'a>(&'a Attempt);
-
-impl Serialize for AttemptJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(4))?;
-        m.serialize_entry("server", &self.0.server.to_string())?;
-        m.serialize_entry("proto", self.0.proto.as_str())?;
-        m.serialize_entry("outcome", self.0.outcome.as_str())?;
-        m.serialize_entry("ms", &ms(self.0.elapsed))?;
-        m.end()
-    }
+fn json_ms(out: &mut Vec<u8>, d: Duration) {
+    let us = d.as_micros();
+    let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
 }
 
-impl Serialize for QueryEvent {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(17))?;
-        m.serialize_entry("@timestamp", &rfc3339(self.timestamp))?;
-        m.serialize_entry("v", &SCHEMA_VERSION)?;
-        m.serialize_entry("client", &self.client.to_string())?;
-        m.serialize_entry("proto", self.proto.as_str())?;
-        m.serialize_entry("id", &self.id)?;
-        let qname = self.qname.as_ref().map(|n| {
-            let mut t = String::new();
-            crate::wire::name_to_text(n.as_wire(), &mut t);
-            t
-        });
-        m.serialize_entry("qname", &qname)?;
-        m.serialize_entry("qtype", &self.qtype.map(qtype_name))?;
-        m.serialize_entry("zone", &self.zone.as_deref())?;
-        m.serialize_entry("cache", self.cache.as_str())?;
-        m.serialize_entry("upstream", &self.upstream.map(|a| a.to_string()))?;
-        m.serialize_entry("attempts", &AttemptsJson(&self.attempts))?;
-        m.serialize_entry("rcode", &self.rcode.map(rcode_name))?;
-        m.serialize_entry("answers", &self.answers)?;
-        m.serialize_entry("tc", &self.tc)?;
-        m.serialize_entry("size", &self.size)?;
-        m.serialize_entry("duration_ms", &ms(self.duration))?;
-        m.serialize_entry("error", &self.error)?;
-        m.end()
+impl QueryEvent {
+    /// Appends this event as one JSON object (no newline) to `out`. Hand-written so the
+    /// writer thread formats an event without allocating; the schema is in the module doc.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"@timestamp\":\"");
+        write_rfc3339(out, self.timestamp);
+        let _ = write!(
+            out,
+            "\",\"v\":{SCHEMA_VERSION},\"client\":\"{}\",\"proto\":\"{}\",\"id\":",
+            self.client,
+            self.proto.as_str()
+        );
+        match self.id {
+            Some(id) => {
+                let _ = write!(out, "{id}");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"qname\":");
+        match &self.qname {
+            Some(n) => {
+                let mut text = String::with_capacity(64);
+                crate::wire::name_to_text(n.as_wire(), &mut text);
+                json_str(out, &text);
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"qtype\":");
+        match self.qtype {
+            Some(t) => json_str(out, &qtype_name(t)),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"zone\":");
+        match &self.zone {
+            Some(z) => json_str(out, z),
+            None => out.extend_from_slice(b"null"),
+        }
+        let _ = write!(out, ",\"cache\":\"{}\",\"upstream\":", self.cache.as_str());
+        match self.upstream {
+            Some(u) => {
+                let _ = write!(out, "\"{u}\"");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"attempts\":[");
+        for (i, a) in self.attempts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = write!(
+                out,
+                "{{\"server\":\"{}\",\"proto\":\"{}\",\"outcome\":\"{}\",\"ms\":",
+                a.server,
+                a.proto.as_str(),
+                a.outcome.as_str()
+            );
+            json_ms(out, a.elapsed);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"rcode\":");
+        match self.rcode {
+            Some(r) => json_str(out, &rcode_name(r)),
+            None => out.extend_from_slice(b"null"),
+        }
+        let _ = write!(
+            out,
+            ",\"answers\":{},\"tc\":{},\"size\":{},\"duration_ms\":",
+            self.answers, self.tc, self.size
+        );
+        json_ms(out, self.duration);
+        out.extend_from_slice(b",\"error\":");
+        match self.error {
+            Some(e) => json_str(out, e),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
     }
 }
 
@@ -459,6 +508,7 @@ impl EventWriter {
 fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, dropped: &AtomicU64) {
     let mut w = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut reported = 0u64;
+    let mut line = Vec::with_capacity(1024);
     loop {
         let msg = match rx.try_recv() {
             Ok(m) => m,
@@ -483,9 +533,10 @@ fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, dropped: &AtomicU64
         };
         match msg {
             Msg::Event(ev) => {
-                if serde_json::to_writer(&mut w, &ev).is_ok() {
-                    let _ = w.write_all(b"\n");
-                }
+                line.clear();
+                ev.write_json(&mut line);
+                line.push(b'\n');
+                let _ = w.write_all(&line);
             }
             Msg::Stop => break,
         }
@@ -519,7 +570,9 @@ mod tests {
             elapsed: Duration::from_micros(1500),
         });
         ev.rcode = Some(3);
-        let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        let mut out = Vec::new();
+        ev.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["qname"], "Web.service.consul.");
         assert_eq!(v["qtype"], "SRV");
         assert_eq!(v["rcode"], "NXDOMAIN");
@@ -529,5 +582,13 @@ mod tests {
         assert_eq!(v["upstream"], serde_json::Value::Null);
         assert_eq!(v["v"], 1);
         assert_eq!(qtype_name(65280), "TYPE65280");
+        assert_eq!(v["duration_ms"], 0.0);
+        ev.qname = Some(InlineName::new(b"\x04a\"\\\x01\x00"));
+        ev.error = Some("x");
+        out.clear();
+        ev.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["qname"], "a\\034\\092\\001.");
+        assert_eq!(v["error"], "x");
     }
 }

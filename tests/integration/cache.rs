@@ -39,7 +39,8 @@ fn positive_answers_are_cached_with_id_and_case_restored() {
     bounded(LIMIT, async {
         let p = Fake::answering(public_table()).await;
         let d = Daemon::start(&zone(".", &[&p], "")).await;
-        let first = client::udp(d.udp, &query("www.example.com.", RecordType::A)).await;
+        let q1 = query("www.example.com.", RecordType::A);
+        let first = client::udp(d.udp, &q1).await;
         assert_eq!(rdata_strings(&first.answers), ["93.184.216.34"]);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let q = query("WWW.Example.COM.", RecordType::A);
@@ -60,13 +61,17 @@ fn positive_answers_are_cached_with_id_and_case_restored() {
             "TTL counts down: {}",
             hit.answers[0].ttl
         );
-        let hit_tcp = client::tcp(d.tcp, &query("www.example.com.", RecordType::A)).await;
+        let q3 = query("www.example.com.", RecordType::A);
+        let hit_tcp = client::tcp(d.tcp, &q3).await;
         assert_eq!(rdata_strings(&hit_tcp.answers), ["93.184.216.34"]);
         assert_eq!(p.count(), 1, "TCP shares the cache");
-        let events = d.events(3).await;
-        let caches: Vec<&str> = events.iter().map(|e| e.cache.as_str()).collect();
+        let mut caches = Vec::new();
+        for id in [q1.metadata.id, q.metadata.id, q3.metadata.id] {
+            caches.push(d.event_with_id(id).await.cache);
+        }
         assert_eq!(caches, ["miss", "hit", "hit"]);
-        assert!(events[1].attempts.is_empty() && events[1].upstream.is_none());
+        let e = d.event_with_id(q.metadata.id).await;
+        assert!(e.attempts.is_empty() && e.upstream.is_none(), "{e:?}");
     });
 }
 
@@ -158,21 +163,20 @@ fn big_cached_answer_is_still_truncated_for_a_512_byte_client() {
         let p = Fake::answering(public_table()).await;
         let d = Daemon::start(&zone(".", &[&p], "")).await;
         // The upstream's full answer is cached; each musl-style client gets 512 bytes + TC.
+        let mut ids = Vec::new();
         for _ in 0..2 {
-            let raw = client::udp_raw(
-                d.udp,
-                &client::encode(&query("big.example.com.", RecordType::A)),
-            )
-            .await;
+            let q = query("big.example.com.", RecordType::A);
+            ids.push(q.metadata.id);
+            let raw = client::udp_raw(d.udp, &client::encode(&q)).await;
             assert!(raw.len() <= 512, "reply of {} bytes", raw.len());
             let r = client::decode(&raw);
             assert!(r.metadata.truncation, "TC set");
             assert!(r.edns.is_none());
         }
         assert_eq!(p.count(), 1, "the second query is a cache hit");
-        let events = d.events(2).await;
-        assert_eq!(events[1].cache, "hit");
-        assert!(events[1].tc);
+        let second = d.event_with_id(ids[1]).await;
+        assert_eq!(second.cache, "hit");
+        assert!(second.tc);
         // The truncated reply is never what was cached: an EDNS client gets all 60.
         let full = client::udp(
             d.udp,
@@ -221,7 +225,8 @@ async fn expired_entry_with_failing_server(serve_stale: bool) -> (Fake, Daemon) 
 fn serve_stale_answers_from_an_expired_entry_when_every_server_fails() {
     bounded(LIMIT, async {
         let (p, d) = expired_entry_with_failing_server(true).await;
-        let r = client::udp(d.udp, &query("short.example.com.", RecordType::A)).await;
+        let q = query("short.example.com.", RecordType::A);
+        let r = client::udp(d.udp, &q).await;
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
         assert_eq!(
             rdata_strings(&r.answers),
@@ -234,8 +239,7 @@ fn serve_stale_answers_from_an_expired_entry_when_every_server_fails() {
             r.answers[0].ttl
         );
         assert_eq!(p.count(), 2, "the server is asked before going stale");
-        let events = d.events(2).await;
-        assert_eq!(events[1].cache, "stale");
+        assert_eq!(d.event_with_id(q.metadata.id).await.cache, "stale");
     });
 }
 

@@ -148,6 +148,28 @@ impl Daemon {
         events::wait_for(&self.events_path, n, Duration::from_secs(5)).await
     }
 
+    /// Wait until the event for the query with client ID `id` appears; return it. (Events
+    /// of back-to-back queries may be written out of order: each receive thread emits its
+    /// own after replying.)
+    pub async fn event_with_id(&self, id: u16) -> Event {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(e) = events::read(&self.events_path)
+                .into_iter()
+                .find(|e| e.id == Some(id))
+            {
+                return e;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no event with id {id} within 5s; file has:\n{}",
+                    std::fs::read_to_string(&self.events_path).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Wait until an event for `qname` (compared case-insensitively, trailing dot ignored)
     /// appears; return it.
     pub async fn event_for(&self, qname: &str) -> Event {
