@@ -224,6 +224,7 @@ pub async fn run(
         tracing::info!("listening on udp {a}");
         tracing::info!("listening on tcp {a}");
     }
+    sd_notify("READY=1");
     let reload_task = tokio::spawn(reload::watch(
         shared.clone(),
         config.clone(),
@@ -232,6 +233,7 @@ pub async fn run(
     ));
 
     shutdown.await;
+    sd_notify("STOPPING=1");
     tracing::info!("shutting down: finishing in-flight queries");
     cancel.cancel();
     tracker.close();
@@ -305,4 +307,28 @@ fn udp_thread(
             tracing::warn!("udp queries still in flight after {DRAIN_TIMEOUT:?}; exiting anyway");
         }
     });
+}
+
+/// Tells systemd (`Type=notify`) about our state if it gave us a `NOTIFY_SOCKET`: READY=1
+/// once every socket is bound and served, STOPPING=1 when draining. A path or an abstract
+/// (`@`) socket; errors are logged and otherwise ignored.
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let send = || -> std::io::Result<()> {
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+        } else {
+            sock.send_to(state.as_bytes(), &path)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = send() {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }

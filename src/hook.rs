@@ -106,7 +106,10 @@ pub fn run(
         });
     };
     for token in &decision.skipped {
-        eprintln!("splitdns dhcp-hook: warning: skipping {token:?}: not an IP address");
+        let _ = writeln!(
+            io::stderr(),
+            "splitdns dhcp-hook: warning: skipping {token:?}: not an IP address"
+        );
     }
     let interface = env.get("interface").map(String::as_str);
     let contents = render(&event, interface, &decision.servers);

@@ -1,6 +1,7 @@
 //! The binary edge: parse the command line, set up diagnostics, load the config, run the
 //! chosen command, map errors to an exit code (0 ok, 1 error, 2 usage — clap's own).
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -18,11 +19,14 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
+        // Its default reports write failures with eprintln!, which panics when stderr is
+        // gone (a closed pipe): a log line must never take the resolver down.
+        .log_internal_errors(false)
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("splitdns: {e:#}");
+            let _ = writeln!(std::io::stderr(), "splitdns: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -107,17 +111,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let env: std::collections::HashMap<String, String> = std::env::vars().collect();
             let report = hook::run(&output, event.as_deref(), &env)?;
             let servers: Vec<String> = report.servers.iter().map(ToString::to_string).collect();
-            if report.wrote {
-                eprintln!(
+            // Never panic on a closed stderr: the DHCP client must not see us fail for it.
+            let mut err = std::io::stderr();
+            let _ = if report.wrote {
+                writeln!(
+                    err,
                     "splitdns dhcp-hook: {}: wrote {} server(s) to {}: {}",
                     report.event,
                     servers.len(),
                     output.display(),
                     servers.join(" ")
-                );
+                )
             } else {
-                eprintln!("splitdns dhcp-hook: {}: nothing to do", report.event);
-            }
+                writeln!(err, "splitdns dhcp-hook: {}: nothing to do", report.event)
+            };
             Ok(())
         }
     }

@@ -19,6 +19,8 @@
 //! - `routing`: suffix routing, reverse zones, DS at an apex, `.` fallback, REFUSED.
 //! - `bad_input`: malformed packets and stalled TCP clients.
 //! - `event_log`: one JSON event per query with the documented schema.
+//! - `hardening`: issue 5: allow, forged replies, a hostile-packet flood, bursts against
+//!   dead upstreams, idle TCP, failing upstreams, bad reloads and files, SIGTERM under load.
 //! - `cache`: what is cached and what never is.
 //! - `lifecycle`: shutdown drains in-flight queries and flushes events.
 //! - `servers_file`: DHCP-written servers file order and reload.
@@ -47,8 +49,10 @@ mod cache;
 mod cli;
 mod config_files;
 mod event_log;
+mod hardening;
 mod lifecycle;
 mod loops;
+mod notify;
 mod order;
 mod privs;
 mod proxy;
