@@ -75,7 +75,8 @@ pub fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     match std::fs::File::open(path) {
         Ok(f) => {
             let mut buf = Vec::new();
-            f.take(MAX_FILE_BYTES).read_to_end(&mut buf)?;
+            // One byte more than we use, so an oversized file can be reported.
+            f.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf)?;
             Ok(Some(buf))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -84,8 +85,25 @@ pub fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 }
 
 /// Parses file bytes that may not be UTF-8 (a binary file yields warnings, not servers).
+/// Beyond [`MAX_FILE_BYTES`] the content is ignored, with a warning.
 pub fn parse_bytes(bytes: &[u8]) -> ServersFile {
-    let mut parsed = parse(&String::from_utf8_lossy(bytes));
+    let limit = MAX_FILE_BYTES as usize;
+    let oversized = bytes.len() > limit;
+    let used = if oversized {
+        let head = bytes.get(..limit).unwrap_or(bytes);
+        head.iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(head, |nl| head.get(..nl).unwrap_or(head))
+    } else {
+        bytes
+    };
+    let mut parsed = parse(&String::from_utf8_lossy(used));
+    if oversized {
+        parsed.warnings.push(format!(
+            "file is larger than {} KiB; the rest is ignored",
+            limit / 1024
+        ));
+    }
     if bytes.contains(&0) {
         parsed
             .warnings

@@ -1,7 +1,9 @@
 //! Keeping the running state current without a restart. Two triggers:
-//! - the zones' `servers_file`s, polled every `POLL_INTERVAL` by content (DHCP hooks
-//!   replace the file by rename, so we compare bytes, not inodes; an identical renewal
-//!   changes nothing);
+//! - the zones' `servers_file`s: their directories are watched with inotify (DHCP hooks
+//!   write a temp file and rename it over the old one, so the directory, not the file, is
+//!   watched), and as a fallback — a directory that does not exist yet, or no inotify —
+//!   polled every `POLL_INTERVAL`. Either way the bytes are compared, so an identical
+//!   renewal changes nothing;
 //! - SIGHUP, which re-reads the config file and every servers file.
 //!
 //! A rebuild produces a whole new `Snapshot` that is swapped in for the next query;
@@ -20,8 +22,85 @@ use crate::config::Config;
 use crate::dhcp;
 use crate::state::{FileServers, Shared, Snapshot};
 
-/// How often the servers files are checked.
+/// How often the servers files are checked when a directory cannot be watched.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often they are checked anyway while every directory is watched (belt and braces).
+pub const WATCHED_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// An inotify watch on the directories of the servers files. A small thread blocks on the
+/// inotify descriptor and pokes `changed`; the thread ends when the watch is dropped and the
+/// next event arrives (or with the process).
+struct DirWatch {
+    dirs: std::collections::BTreeSet<PathBuf>,
+    changed: Arc<tokio::sync::Notify>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for DirWatch {
+    fn drop(&mut self) {
+        self.alive
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn watched_dirs(config: &Config) -> std::collections::BTreeSet<PathBuf> {
+    config
+        .zones
+        .iter()
+        .filter_map(|z| z.servers_file.as_ref())
+        .map(|p| match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+        .collect()
+}
+
+impl DirWatch {
+    /// Watches every directory holding a servers file. `None` if there are none, or if any
+    /// cannot be watched (then polling covers all of them).
+    fn new(config: &Config) -> Option<DirWatch> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let dirs = watched_dirs(config);
+        if dirs.is_empty() {
+            return None;
+        }
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC).ok()?;
+        let mask = AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF;
+        for d in &dirs {
+            if let Err(e) = ino.add_watch(d.as_path(), mask) {
+                tracing::info!(dir = %d.display(), error = %e, "cannot watch directory; polling servers files instead");
+                return None;
+            }
+        }
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (c2, a2) = (changed.clone(), alive.clone());
+        std::thread::Builder::new()
+            .name("splitdns-watch".into())
+            .spawn(move || {
+                while a2.load(std::sync::atomic::Ordering::Relaxed) {
+                    match ino.read_events() {
+                        Ok(_) => c2.notify_one(),
+                        Err(nix::errno::Errno::EINTR) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+            .ok()?;
+        tracing::debug!(dirs = ?dirs, "watching servers-file directories");
+        Some(DirWatch {
+            dirs,
+            changed,
+            alive,
+        })
+    }
+}
 
 /// The last-seen bytes of every servers file (None = missing or unreadable).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -125,12 +204,23 @@ pub async fn watch(
         }
     };
     probe(&shared);
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    let mut watch = DirWatch::new(&config);
+    let mut tick = tokio::time::interval(if watch.is_some() {
+        WATCHED_POLL_INTERVAL
+    } else {
+        POLL_INTERVAL
+    });
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let hangup = async {
             match hup.as_mut() {
                 Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let dir_changed = async {
+            match watch.as_ref() {
+                Some(w) => w.changed.notified().await,
                 None => std::future::pending().await,
             }
         };
@@ -151,22 +241,47 @@ pub async fn watch(
                         install(&shared, config.clone(), &files, "re-read servers files");
                     }
                 }
+                // The servers files may live elsewhere now.
+                if watch.as_ref().map(|w| &w.dirs) != Some(&watched_dirs(&config)) {
+                    watch = DirWatch::new(&config);
+                }
+                tick = tokio::time::interval(if watch.is_some() { WATCHED_POLL_INTERVAL } else { POLL_INTERVAL });
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
+            _ = dir_changed => {
+                // Let a burst of events (temp file created, written, renamed) settle.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                check_files(&shared, &config, &mut files);
             }
             _ = tick.tick() => {
-                let now = peek(&config);
-                if now != files.contents {
-                    let changed: Vec<String> = now
-                        .iter()
-                        .filter(|(p, c)| files.contents.get(*p) != Some(*c))
-                        .map(|(p, _)| p.display().to_string())
-                        .collect();
-                    tracing::info!(files = ?changed, "servers file changed");
-                    files = read_servers_files(&config);
-                    install(&shared, config.clone(), &files, "servers file changed");
+                if watch.is_none() {
+                    // A directory that did not exist may exist now.
+                    watch = DirWatch::new(&config);
+                    if watch.is_some() {
+                        tick = tokio::time::interval(WATCHED_POLL_INTERVAL);
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
                 }
+                check_files(&shared, &config, &mut files);
             }
         }
     }
+}
+
+/// Re-reads the servers files; if any content changed, rebuilds and swaps the snapshot.
+fn check_files(shared: &Arc<Shared>, config: &Arc<Config>, files: &mut FileState) {
+    let now = peek(config);
+    if now == files.contents {
+        return;
+    }
+    let changed: Vec<String> = now
+        .iter()
+        .filter(|(p, c)| files.contents.get(*p) != Some(*c))
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    tracing::info!(files = ?changed, "servers file changed");
+    *files = read_servers_files(config);
+    install(shared, config.clone(), files, "servers file changed");
 }
 
 fn report_restart_only(old: &Config, new: &Config) {
