@@ -249,6 +249,17 @@ fn warnings(server: &Server) -> Vec<String> {
         .collect()
 }
 
+/// Held by the two CPU-heavy tests (the hostile flood and the dead-upstream burst) so they
+/// do not run at the same time on a small machine: each measures latency or pacing that
+/// the other would distort.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A deterministic xorshift64 generator, so a failing run can be replayed from its seed.
 struct XorShift(u64);
 
@@ -836,6 +847,7 @@ fn count_frames(bytes: &[u8]) -> usize {
 
 #[test]
 fn hostile_packet_flood_leaves_the_server_alive_and_answering() {
+    let _heavy = heavy();
     let guard = SeedOnPanic(FLOOD_SEED);
     bounded(Duration::from_secs(90), async {
         let p = Fake::answering(public_table()).await;
@@ -988,6 +1000,7 @@ const BURST: usize = 10_000;
 
 #[test]
 fn burst_against_dead_upstreams_servfails_in_time_with_bounded_memory_then_recovers() {
+    let _heavy = heavy();
     bounded(Duration::from_secs(90), async {
         let holes = [Fake::black_hole().await, Fake::black_hole().await];
         let live = Fake::answering(public_table()).await;
