@@ -13,6 +13,22 @@ use crate::client::{self, query};
 use crate::daemon::{bounded, zone, TempDir, NO_CACHE};
 use crate::fake::{public_table, Fake};
 
+fn write_config(dir: &TempDir, public: &Fake) -> std::path::PathBuf {
+    dir.write(
+        "splitdns.toml",
+        &format!(
+            "listen = [\"127.0.0.1:0\"]\n{NO_CACHE}[events]\noutput = \"off\"\n{}",
+            zone(".", &[public], "")
+        ),
+    )
+}
+
+/// The address in a `listening on udp ADDR` log line.
+fn listen_addr(line: &str) -> std::net::SocketAddr {
+    let addr = line.rsplit("listening on udp ").next().unwrap_or_default();
+    addr.trim().parse().unwrap()
+}
+
 #[test]
 fn ready_after_bind_and_stopping_on_sigterm() {
     bounded(Duration::from_secs(20), async {
@@ -21,13 +37,7 @@ fn ready_after_bind_and_stopping_on_sigterm() {
         let sock_path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&sock_path).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let config = dir.write(
-            "splitdns.toml",
-            &format!(
-                "listen = [\"127.0.0.1:0\"]\n{NO_CACHE}[events]\noutput = \"off\"\n{}",
-                zone(".", &[&public], "")
-            ),
-        );
+        let config = write_config(&dir, &public);
         let mut child = Command::new(env!("CARGO_BIN_EXE_splitdns"))
             .args(["-c", config.to_str().unwrap(), "serve"])
             .env("NOTIFY_SOCKET", &sock_path)
@@ -55,13 +65,7 @@ fn ready_after_bind_and_stopping_on_sigterm() {
             .iter()
             .find(|l| l.contains("listening on udp "))
             .expect("listening line");
-        let addr: std::net::SocketAddr = port_line
-            .rsplit("listening on udp ")
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let addr = listen_addr(&port_line);
         let reply = client::udp(addr, &query("www.example.com.", RecordType::A)).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
@@ -79,13 +83,7 @@ fn closed_stderr_does_not_kill_the_daemon() {
     bounded(Duration::from_secs(20), async {
         let public = Fake::answering(public_table()).await;
         let dir = TempDir::new("stderr");
-        let config = dir.write(
-            "splitdns.toml",
-            &format!(
-                "listen = [\"127.0.0.1:0\"]\n{NO_CACHE}[events]\noutput = \"off\"\n{}",
-                zone(".", &[&public], "")
-            ),
-        );
+        let config = write_config(&dir, &public);
         let mut child = Command::new(env!("CARGO_BIN_EXE_splitdns"))
             .args([
                 "-c",
@@ -104,13 +102,7 @@ fn closed_stderr_does_not_kill_the_daemon() {
             .map_while(Result::ok)
             .find(|l| l.contains("listening on udp "))
             .expect("listening line"); // the reader (and the pipe) is dropped here
-        let addr: std::net::SocketAddr = line
-            .rsplit("listening on udp ")
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let addr = listen_addr(&line);
         for i in 0..20 {
             let q = query(&format!("www{i}.example.com."), RecordType::A);
             let reply = client::udp(addr, &q).await;
