@@ -167,7 +167,8 @@ pub struct Answer {
 }
 
 /// Asks the zone's servers in order until one gives a final answer (any rcode not in
-/// `failover_rcodes`), the list is exhausted, or `deadline` passes. Each attempt is
+/// `failover_rcodes`), the list is exhausted (twice, if no server answered at all the
+/// first time), or `deadline` passes. Each attempt is
 /// appended to `attempts`. `None` means every server failed.
 pub async fn query(
     zone: &Zone,
@@ -191,29 +192,40 @@ pub async fn query(
     if order.is_empty() {
         order = usable;
     }
-    for server in order {
-        let now = Instant::now();
-        let Some(remaining) = deadline
-            .checked_duration_since(now)
-            .filter(|d| !d.is_zero())
-        else {
-            break;
-        };
-        let limit = zone.timeout.min(remaining);
-        let Some(ans) = exchange(server, q, limit, health, attempts).await else {
-            continue;
-        };
-        let outcome = match ans.reply.rcode {
-            rc if !zone.failover_rcodes.contains(&rc) => Outcome::Answer,
-            rcode::SERVFAIL => Outcome::Servfail,
-            rcode::REFUSED => Outcome::Refused,
-            _ => Outcome::Error,
-        };
-        if let Some(last) = attempts.last_mut() {
-            last.outcome = outcome;
+    // A second pass only if nobody answered at all in the first (every attempt timed out or
+    // failed on the network): a lost datagram to a one-server zone (Consul, libvirt's
+    // dnsmasq) should cost a retry, not a SERVFAIL. A server that answered, even SERVFAIL,
+    // is not asked twice.
+    for pass in 0..2 {
+        let mut answered = false;
+        for &server in &order {
+            let now = Instant::now();
+            let Some(remaining) = deadline
+                .checked_duration_since(now)
+                .filter(|d| !d.is_zero())
+            else {
+                return None;
+            };
+            let limit = zone.timeout.min(remaining);
+            let Some(ans) = exchange(server, q, limit, health, attempts).await else {
+                continue;
+            };
+            answered = true;
+            let outcome = match ans.reply.rcode {
+                rc if !zone.failover_rcodes.contains(&rc) => Outcome::Answer,
+                rcode::SERVFAIL => Outcome::Servfail,
+                rcode::REFUSED => Outcome::Refused,
+                _ => Outcome::Error,
+            };
+            if let Some(last) = attempts.last_mut() {
+                last.outcome = outcome;
+            }
+            if outcome == Outcome::Answer {
+                return Some(ans);
+            }
         }
-        if outcome == Outcome::Answer {
-            return Some(ans);
+        if answered || pass == 1 {
+            break;
         }
     }
     None

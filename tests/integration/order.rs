@@ -279,3 +279,42 @@ fn slow_but_alive_primary_within_timeout_still_answers() {
         );
     });
 }
+
+/// A lost datagram to a zone's only server (Consul, libvirt's dnsmasq) costs a retry, not
+/// a SERVFAIL: when nobody answered at all, the servers are asked once more while the
+/// deadline allows.
+#[test]
+fn lost_datagram_to_the_only_server_is_retried() {
+    bounded(LIMIT, async {
+        let a = Fake::answering(public_table()).await;
+        a.set_behaviour(Behaviour::BlackHole);
+        let d = Daemon::start(&one_zone(&[&a], "timeout_ms = 500")).await;
+        let client = tokio::spawn({
+            let addr = d.udp;
+            async move { client::udp(addr, &query("www.example.com.", RecordType::A)).await }
+        });
+        // The first datagram is swallowed; the server is back before the retry.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        a.set_behaviour(Behaviour::Answer);
+        let r = client.await.unwrap();
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(rdata_strings(&r.answers), ["93.184.216.34"]);
+        assert_eq!(a.count(), 2, "asked twice: the lost try and the retry");
+        let ev = d.event_for("www.example.com").await;
+        let outcomes: Vec<String> = ev.attempts.iter().map(|t| t.outcome.clone()).collect();
+        assert_eq!(outcomes, ["timeout", "answer"]);
+    });
+}
+
+/// A server that answered (even SERVFAIL) is not asked again in the same query.
+#[test]
+fn no_retry_pass_when_a_server_answered() {
+    bounded(LIMIT, async {
+        let a = Fake::black_hole().await;
+        let b = Fake::rcode(ResponseCode::ServFail).await;
+        let d = Daemon::start(&one_zone(&[&a, &b], "timeout_ms = 200")).await;
+        let r = client::udp(d.udp, &query("www.example.com.", RecordType::A)).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!((a.count(), b.count()), (1, 1));
+    });
+}
