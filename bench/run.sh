@@ -290,6 +290,11 @@ server:
     logfile: "$work/nsd.log"
     verbosity: 0
     hide-version: yes
+    # Response rate limiting would throttle the forwarders under test (all queries come
+    # from 127.0.0.1): dropped and TC=1 "slip" replies showed up as SERVFAILs and TCP
+    # retries that have nothing to do with the server being measured.
+    rrl-ratelimit: 0
+    rrl-whitelist-ratelimit: 0
     minimal-responses: yes
     refuse-any: yes
 remote-control:

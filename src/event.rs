@@ -245,7 +245,7 @@ impl QueryEvent {
     }
 }
 
-fn rcode_name(code: u16) -> String {
+fn rcode_name(code: u16) -> std::borrow::Cow<'static, str> {
     match code {
         0 => "NOERROR".into(),
         1 => "FORMERR".into(),
@@ -256,28 +256,107 @@ fn rcode_name(code: u16) -> String {
         16 => "BADVERS".into(),
         c => hickory_proto::op::ResponseCode::from((c >> 4) as u8, (c & 0xf) as u8)
             .to_string()
-            .to_ascii_uppercase(),
+            .to_ascii_uppercase()
+            .into(),
     }
 }
 
-fn qtype_name(t: u16) -> String {
+fn qtype_name(t: u16) -> std::borrow::Cow<'static, str> {
     use hickory_proto::rr::RecordType;
-    match RecordType::from(t) {
-        RecordType::Unknown(n) => format!("TYPE{n}"),
-        rt => rt.to_string(),
+    // The common ones without formatting.
+    match t {
+        1 => "A".into(),
+        28 => "AAAA".into(),
+        12 => "PTR".into(),
+        33 => "SRV".into(),
+        5 => "CNAME".into(),
+        15 => "MX".into(),
+        16 => "TXT".into(),
+        65 => "HTTPS".into(),
+        _ => match RecordType::from(t) {
+            RecordType::Unknown(n) => format!("TYPE{n}").into(),
+            rt => rt.to_string().into(),
+        },
+    }
+}
+
+/// Appends the decimal digits of `n` (no allocation, no `fmt` machinery).
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(buf.get(i..).unwrap_or(&[]));
+}
+
+fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
+    let start = out.len();
+    push_u64(out, n);
+    let len = out.len() - start;
+    if len < width {
+        out.splice(start..start, std::iter::repeat_n(b'0', width - len));
+    }
+}
+
+fn push_addr(out: &mut Vec<u8>, a: SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => {
+            for (i, o) in v4.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(*o));
+            }
+            out.push(b':');
+            push_u64(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{a}");
+        }
     }
 }
 
 /// RFC 3339 UTC with microseconds, from the civil-from-days algorithm (no tz database).
 pub fn rfc3339(t: SystemTime) -> String {
     let mut out = Vec::with_capacity(27);
-    write_rfc3339(&mut out, t);
+    TimeCache::default().write(&mut out, t);
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn write_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
+/// Remembers the formatted date and time of the last whole second seen, so the writer
+/// formats a calendar date once per second rather than once per event.
+#[derive(Default)]
+struct TimeCache {
+    secs: Option<u64>,
+    prefix: Vec<u8>,
+}
+
+impl TimeCache {
+    fn write(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        if self.secs != Some(secs) {
+            self.prefix.clear();
+            civil(&mut self.prefix, secs);
+            self.secs = Some(secs);
+        }
+        out.extend_from_slice(&self.prefix);
+        out.push(b'.');
+        push_padded(out, u64::from(d.subsec_micros()), 6);
+        out.push(b'Z');
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` for seconds since the epoch (UTC).
+fn civil(out: &mut Vec<u8>, secs: u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;
@@ -291,11 +370,10 @@ fn write_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let year = yoe + era * 400 + i64::from(month <= 2);
     let _ = write!(
         out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-        d.subsec_micros()
     );
 }
 
@@ -318,86 +396,114 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Writes a wire name as a JSON string in presentation form: `\DDD` escapes (RFC 1035
+/// §5.1) for bytes that are not printable ASCII, dots inside labels, backslashes and
+/// quotes, with the backslashes themselves escaped for JSON.
+fn json_name(out: &mut Vec<u8>, wire: &[u8]) {
+    out.push(b'"');
+    let mut pos = 0usize;
+    let mut wrote = false;
+    while let Some(&len) = wire.get(pos) {
+        if len == 0 || len & 0xc0 != 0 {
+            break;
+        }
+        let Some(label) = wire.get(pos + 1..pos + 1 + usize::from(len)) else {
+            break;
+        };
+        for &b in label {
+            if b.is_ascii_graphic() && b != b'.' && b != b'\\' && b != b'"' {
+                out.push(b);
+            } else {
+                out.extend_from_slice(b"\\\\");
+                push_padded(out, u64::from(b), 3);
+            }
+        }
+        out.push(b'.');
+        wrote = true;
+        pos += 1 + usize::from(len);
+    }
+    if !wrote {
+        out.push(b'.');
+    }
+    out.push(b'"');
+}
+
 fn json_ms(out: &mut Vec<u8>, d: Duration) {
-    let us = d.as_micros();
-    let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
+    let us = d.as_micros() as u64;
+    push_u64(out, us / 1000);
+    out.push(b'.');
+    push_padded(out, us % 1000, 3);
+}
+
+fn json_null_or<T>(out: &mut Vec<u8>, v: Option<T>, f: impl FnOnce(&mut Vec<u8>, T)) {
+    match v {
+        Some(v) => f(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 impl QueryEvent {
     /// Appends this event as one JSON object (no newline) to `out`. Hand-written so the
     /// writer thread formats an event without allocating; the schema is in the module doc.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_json_with(out, &mut TimeCache::default());
+    }
+
+    fn write_json_with(&self, out: &mut Vec<u8>, time: &mut TimeCache) {
         out.extend_from_slice(b"{\"@timestamp\":\"");
-        write_rfc3339(out, self.timestamp);
-        let _ = write!(
-            out,
-            "\",\"v\":{SCHEMA_VERSION},\"client\":\"{}\",\"proto\":\"{}\",\"id\":",
-            self.client,
-            self.proto.as_str()
-        );
-        match self.id {
-            Some(id) => {
-                let _ = write!(out, "{id}");
-            }
-            None => out.extend_from_slice(b"null"),
-        }
+        time.write(out, self.timestamp);
+        out.extend_from_slice(b"\",\"v\":");
+        push_u64(out, u64::from(SCHEMA_VERSION));
+        out.extend_from_slice(b",\"client\":\"");
+        push_addr(out, self.client);
+        out.extend_from_slice(b"\",\"proto\":\"");
+        out.extend_from_slice(self.proto.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"id\":");
+        json_null_or(out, self.id, |o, id| push_u64(o, u64::from(id)));
         out.extend_from_slice(b",\"qname\":");
-        match &self.qname {
-            Some(n) => {
-                let mut text = String::with_capacity(64);
-                crate::wire::name_to_text(n.as_wire(), &mut text);
-                json_str(out, &text);
-            }
-            None => out.extend_from_slice(b"null"),
-        }
+        json_null_or(out, self.qname.as_ref(), |o, n| json_name(o, n.as_wire()));
         out.extend_from_slice(b",\"qtype\":");
-        match self.qtype {
-            Some(t) => json_str(out, &qtype_name(t)),
-            None => out.extend_from_slice(b"null"),
-        }
+        json_null_or(out, self.qtype, |o, t| json_str(o, &qtype_name(t)));
         out.extend_from_slice(b",\"zone\":");
-        match &self.zone {
-            Some(z) => json_str(out, z),
-            None => out.extend_from_slice(b"null"),
-        }
-        let _ = write!(out, ",\"cache\":\"{}\",\"upstream\":", self.cache.as_str());
-        match self.upstream {
-            Some(u) => {
-                let _ = write!(out, "\"{u}\"");
-            }
-            None => out.extend_from_slice(b"null"),
-        }
+        json_null_or(out, self.zone.as_deref(), json_str);
+        out.extend_from_slice(b",\"cache\":\"");
+        out.extend_from_slice(self.cache.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"upstream\":");
+        json_null_or(out, self.upstream, |o, u| {
+            o.push(b'"');
+            push_addr(o, u);
+            o.push(b'"');
+        });
         out.extend_from_slice(b",\"attempts\":[");
         for (i, a) in self.attempts.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            let _ = write!(
-                out,
-                "{{\"server\":\"{}\",\"proto\":\"{}\",\"outcome\":\"{}\",\"ms\":",
-                a.server,
-                a.proto.as_str(),
-                a.outcome.as_str()
-            );
+            out.extend_from_slice(b"{\"server\":\"");
+            push_addr(out, a.server);
+            out.extend_from_slice(b"\",\"proto\":\"");
+            out.extend_from_slice(a.proto.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"outcome\":\"");
+            out.extend_from_slice(a.outcome.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"ms\":");
             json_ms(out, a.elapsed);
             out.push(b'}');
         }
         out.extend_from_slice(b"],\"rcode\":");
-        match self.rcode {
-            Some(r) => json_str(out, &rcode_name(r)),
-            None => out.extend_from_slice(b"null"),
-        }
-        let _ = write!(
-            out,
-            ",\"answers\":{},\"tc\":{},\"size\":{},\"duration_ms\":",
-            self.answers, self.tc, self.size
-        );
+        json_null_or(out, self.rcode, |o, r| json_str(o, &rcode_name(r)));
+        out.extend_from_slice(b",\"answers\":");
+        push_u64(out, u64::from(self.answers));
+        out.extend_from_slice(if self.tc {
+            b",\"tc\":true" as &[u8]
+        } else {
+            b",\"tc\":false"
+        });
+        out.extend_from_slice(b",\"size\":");
+        push_u64(out, self.size as u64);
+        out.extend_from_slice(b",\"duration_ms\":");
         json_ms(out, self.duration);
         out.extend_from_slice(b",\"error\":");
-        match self.error {
-            Some(e) => json_str(out, e),
-            None => out.extend_from_slice(b"null"),
-        }
+        json_null_or(out, self.error, json_str);
         out.push(b'}');
     }
 }
@@ -505,10 +611,18 @@ impl EventWriter {
     }
 }
 
+/// While events keep coming, the writer sleeps briefly between drains instead of parking,
+/// so senders never pay to wake it (a futex wake, and on a pinned CPU a context switch, per
+/// event). After this long without events it parks until the next one.
+const WRITER_BUSY_POLL: Duration = Duration::from_millis(2);
+const WRITER_PARK_AFTER: Duration = Duration::from_millis(250);
+
 fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, dropped: &AtomicU64) {
     let mut w = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut reported = 0u64;
     let mut line = Vec::with_capacity(1024);
+    let mut time = TimeCache::default();
+    let mut idle_since: Option<std::time::Instant> = None;
     loop {
         let msg = match rx.try_recv() {
             Ok(m) => m,
@@ -523,6 +637,11 @@ fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, dropped: &AtomicU64
                     );
                     reported = d;
                 }
+                let idle = *idle_since.get_or_insert_with(std::time::Instant::now);
+                if idle.elapsed() < WRITER_PARK_AFTER {
+                    std::thread::sleep(WRITER_BUSY_POLL);
+                    continue;
+                }
                 match rx.recv_timeout(Duration::from_secs(1)) {
                     Ok(m) => m,
                     Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -531,10 +650,11 @@ fn write_loop(rx: Receiver<Msg>, out: Box<dyn Write + Send>, dropped: &AtomicU64
             }
             Err(mpsc::TryRecvError::Disconnected) => break,
         };
+        idle_since = None;
         match msg {
             Msg::Event(ev) => {
                 line.clear();
-                ev.write_json(&mut line);
+                ev.write_json_with(&mut line, &mut time);
                 line.push(b'\n');
                 let _ = w.write_all(&line);
             }
