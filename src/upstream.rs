@@ -200,12 +200,9 @@ pub async fn query(
         let mut answered = false;
         for &server in &order {
             let now = Instant::now();
-            let Some(remaining) = deadline
+            let remaining = deadline
                 .checked_duration_since(now)
-                .filter(|d| !d.is_zero())
-            else {
-                return None;
-            };
+                .filter(|d| !d.is_zero())?;
             let limit = zone.timeout.min(remaining);
             let Some(ans) = exchange(server, q, limit, health, attempts).await else {
                 continue;
