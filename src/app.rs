@@ -220,6 +220,14 @@ pub async fn run(
             cancel.clone(),
         ));
     }
+    // SIGHUP's default action is to terminate: take it over before announcing the sockets.
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by restart only");
+            None
+        }
+    };
     for a in &addrs {
         tracing::info!("listening on udp {a}");
         tracing::info!("listening on tcp {a}");
@@ -230,6 +238,7 @@ pub async fn run(
         config.clone(),
         files,
         cancel.clone(),
+        hup,
     ));
 
     shutdown.await;

@@ -54,7 +54,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the runtime")?;
-            rt.block_on(app::run(config, sockets, shutdown_signal()))?;
+            rt.block_on(async {
+                // Handlers go in before the sockets are announced: a SIGTERM that arrives
+                // right after `listening on` must drain, not kill with the default action.
+                let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+                app::run(config, sockets, shutdown)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
             Ok(())
         }
         Command::Check => {
@@ -165,17 +172,16 @@ fn parse_qtype(t: &str) -> anyhow::Result<u16> {
     Ok(u16::from(rt))
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now and returns the future that completes on
+/// the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
 }

@@ -189,20 +189,15 @@ fn peek(config: &Config) -> HashMap<PathBuf, Option<Vec<u8>>> {
         .collect()
 }
 
-/// Runs until `cancel`: polls servers files and handles SIGHUP.
+/// Runs until `cancel`: watches servers files and handles SIGHUP (`hup`, installed by the
+/// caller before the sockets are announced, so an early SIGHUP is never fatal).
 pub async fn watch(
     shared: Arc<Shared>,
     mut config: Arc<Config>,
     mut files: FileState,
     cancel: CancellationToken,
+    mut hup: Option<tokio::signal::unix::Signal>,
 ) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by restart only");
-            None
-        }
-    };
     probe(&shared);
     let mut watch = DirWatch::new(&config);
     let mut tick = tokio::time::interval(if watch.is_some() {
