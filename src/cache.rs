@@ -614,7 +614,7 @@ mod tests {
     }
 
     #[test]
-    fn do_bit_separate_entries() {
+    fn do_and_cd_separate_entries_options_ignored() {
         let mut k1 = Vec::new();
         let mut k2 = Vec::new();
         let a = query("a.b", true);
@@ -623,6 +623,21 @@ mod tests {
         b[n - 4] = 0x80; // DO
         cache_key(&parse_query(&a).unwrap(), &mut k1);
         cache_key(&parse_query(&b).unwrap(), &mut k2);
-        assert_ne!(k1, k2);
+        assert_ne!(k1, k2, "DO");
+        let mut c = a.clone();
+        c[3] |= 0x10; // CD
+        let mut k3 = Vec::new();
+        cache_key(&parse_query(&c).unwrap(), &mut k3);
+        assert_ne!(k1, k3, "CD");
+        assert_ne!(k2, k3);
+        // EDNS options (a cookie) and the payload size are not part of the key.
+        let mut d = a.clone();
+        let n = d.len();
+        d[n - 8] = 0x10; // payload 4096 instead of 1232
+        d[n - 1] = 12; // rdlen: one 8-byte cookie option
+        d.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut k4 = Vec::new();
+        cache_key(&parse_query(&d).unwrap(), &mut k4);
+        assert_eq!(k1, k4, "cookie and payload size ignored");
     }
 }
