@@ -28,6 +28,14 @@ pub enum ConfigError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// `--listen` named a non-loopback address but the file has no `allow` list.
+    #[error("--listen {addr}: a non-loopback address needs an explicit `allow` list in {path} (the default allows loopback clients only)")]
+    OpenListen {
+        /// The config file.
+        path: PathBuf,
+        /// The address.
+        addr: SocketAddr,
+    },
     /// The file is not valid TOML for our schema, or a value is invalid.
     #[error("{path}:{line}:{col}: {key}: {message}")]
     Invalid {
@@ -285,6 +293,10 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Allowed client networks.
     pub allow: Vec<Cidr>,
+    /// Whether `allow` was written in the file (false: the loopback-only default).
+    pub allow_explicit: bool,
+    /// Whether `listen` came from `--listen` rather than the file (kept across reloads).
+    pub listen_from_cli: bool,
     /// User to switch to after binding, when started as root.
     pub user: Option<String>,
     /// Cache settings.
@@ -406,6 +418,27 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Replaces `listen` with addresses from the command line, under the same rule as the
+    /// file: a non-loopback address needs an explicit `allow`.
+    ///
+    /// # Errors
+    /// `ConfigError::OpenListen` naming the address.
+    pub fn override_listen(&mut self, listen: Vec<SocketAddr>) -> Result<(), ConfigError> {
+        if !self.allow_explicit {
+            if let Some(open) = listen.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(ConfigError::OpenListen {
+                    path: self.path.clone(),
+                    addr: *open,
+                });
+            }
+        }
+        self.listen = listen;
+        self.listen_from_cli = true;
+        Ok(())
+    }
+}
+
 fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
     let RawConfig {
         listen,
@@ -427,6 +460,7 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         return Err(src.err(0..0, "listen", "at least one listen address is needed"));
     }
 
+    let allow_explicit = allow.is_some();
     let allow = validate_allow(allow, &listen_addrs, src)?;
     let user = match user {
         Some(u) if u.get_ref().trim().is_empty() || u.get_ref().contains(char::is_whitespace) => {
@@ -472,6 +506,8 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         path: src.path.to_owned(),
         listen: listen_addrs,
         allow,
+        allow_explicit,
+        listen_from_cli: false,
         user,
         cache,
         events,
@@ -785,6 +821,23 @@ cache = false
                 "for {text:?}\n got: {got}\nwant: {want}"
             );
         }
+    }
+
+    #[test]
+    fn listen_override_follows_the_allow_rule() {
+        let mut c = parse("").unwrap();
+        assert!(c
+            .override_listen(vec!["127.0.0.1:5353".parse().unwrap()])
+            .is_ok());
+        assert!(c.listen_from_cli);
+        let e = c
+            .override_listen(vec!["0.0.0.0:53".parse().unwrap()])
+            .unwrap_err();
+        assert!(e.to_string().contains("needs an explicit `allow`"), "{e}");
+        let mut c = parse("allow = [\"10.0.0.0/8\"]\n").unwrap();
+        assert!(c
+            .override_listen(vec!["0.0.0.0:53".parse().unwrap()])
+            .is_ok());
     }
 
     #[test]

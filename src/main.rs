@@ -37,7 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen } => {
             let mut config = Config::load(&cli.config)?;
             if !listen.is_empty() {
-                config.listen = listen;
+                config.override_listen(listen)?;
             }
             let sockets = app::bind(&config)?;
             if let Some(user) = &config.user {

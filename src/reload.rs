@@ -224,7 +224,12 @@ pub async fn watch(
             _ = hangup => {
                 tracing::info!(file = %config.path.display(), "SIGHUP: reloading");
                 match Config::load(&config.path) {
-                    Ok(new) => {
+                    Ok(mut new) => {
+                        // `--listen` outlives reloads; the sockets cannot change anyway.
+                        if config.listen_from_cli {
+                            new.listen.clone_from(&config.listen);
+                            new.listen_from_cli = true;
+                        }
                         report_restart_only(&config, &new);
                         files = read_servers_files(&new);
                         config = Arc::new(new);
