@@ -257,7 +257,7 @@ pub struct CacheConfig {
 pub struct Limits {
     /// Queries waiting on an upstream at once, per receive thread; more get SERVFAIL.
     pub max_inflight: usize,
-    /// Open TCP client connections; past this, new connections are closed at once.
+    /// Open TCP client connections; at the cap idle ones are closed to admit new ones.
     pub tcp_max_connections: usize,
     /// Idle time after which a TCP client connection is closed.
     pub tcp_idle_timeout: Duration,
