@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use crate::client::{self, query, rdata_strings};
 use crate::daemon::{bounded, zone, Daemon, NO_CACHE};
 use crate::fake::{public_table, Fake};
+use crate::rng::XorShift;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const DROP_WAIT: Duration = Duration::from_millis(400);
@@ -51,18 +52,6 @@ async fn reply_is_error_or_dropped(
         assert_eq!(r.metadata.id, u16::from_be_bytes([bytes[0], bytes[1]]));
     }
     Some(r.metadata.response_code)
-}
-
-/// A deterministic xorshift generator, so failures are reproducible.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

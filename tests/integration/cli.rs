@@ -320,14 +320,7 @@ fn sigterm_drains_in_flight_queries_and_exits_0() {
             client::udp(addr, &query("www.example.com.", RecordType::A)).await
         });
         // Wait until the upstream has the query, then ask splitdns to stop.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while slow.count() == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "query never reached the upstream"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        slow.wait_until_asked(Duration::from_secs(5)).await;
         server.signal("TERM");
         let r = in_flight.await.expect("in-flight query task");
         assert_eq!(

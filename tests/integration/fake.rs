@@ -336,6 +336,18 @@ impl Fake {
         self.udp_count() + self.tcp_count()
     }
 
+    /// Wait (bounded) until this server has received at least one query.
+    pub async fn wait_until_asked(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.count() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "query never reached the upstream"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Every query received so far, in order.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().expect("seen lock").clone()

@@ -42,6 +42,7 @@ use crate::daemon::{bounded, toml_str, zone, zone_addrs, Daemon, TempDir, NO_CAC
 use crate::events;
 use crate::fake::{self, public_table, Behaviour, Fake, Table, POISON};
 use crate::process::Server;
+use crate::rng::XorShift;
 
 const LIMIT: Duration = Duration::from_secs(40);
 /// What `public_table` (and the spoofer's real reply) answers for `www.example.com. A`.
@@ -258,27 +259,6 @@ fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A deterministic xorshift64 generator, so a failing run can be replayed from its seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
 }
 
 // ---------------------------------------------------------------------------------------

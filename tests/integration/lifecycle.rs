@@ -24,14 +24,7 @@ fn shutdown_drains_in_flight_queries() {
         let in_flight = tokio::spawn(async move {
             client::udp(addr, &query("www.example.com.", RecordType::A)).await
         });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while slow.count() == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "query never reached the upstream"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        slow.wait_until_asked(Duration::from_secs(5)).await;
         let all = d.stop_within(Duration::from_secs(6)).await;
         let r = in_flight.await.expect("client task");
         assert_eq!(rdata_strings(&r.answers), ["93.184.216.34"]);

@@ -10,6 +10,7 @@
 //! - `daemon`: splitdns in-process (`app::bind` + `app::run` with a oneshot shutdown), temp
 //!   directories, config snippets, and `bounded` (a runtime with a time limit per test).
 //! - `events`: the event schema v1 (`deny_unknown_fields`) and reading the events file.
+//! - `rng`: a seeded xorshift generator for the randomized tests.
 //! - `process`: the real binary, with a guard that kills it by PID and prints its stderr.
 //!
 //! Tests:
@@ -41,6 +42,7 @@ mod daemon;
 mod events;
 mod fake;
 mod process;
+mod rng;
 
 mod harness;
 
