@@ -19,7 +19,7 @@ use crate::event::EventSink;
 use crate::reload;
 use crate::server;
 use crate::state::{Shared, Snapshot};
-use crate::upstream::Health;
+use crate::upstream::{Loops, Registry};
 
 /// How long shutdown waits for in-flight queries.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,17 +178,21 @@ pub async fn run(
     })?;
     let files = reload::read_servers_files(&config);
     let config = Arc::new(config);
-    let (snapshot, warnings) = Snapshot::build(config.clone(), &files.servers(), &addrs, 1);
+    let upstreams = Registry::default();
+    let (snapshot, warnings) =
+        Snapshot::build(config.clone(), &files.servers(), &addrs, 1, &upstreams);
     for w in warnings {
         tracing::warn!("{w}");
     }
     for z in &snapshot.zones {
-        tracing::info!(zone = %z.name, servers = ?z.servers, "zone ready");
+        let servers: Vec<String> = z.servers.iter().map(ToString::to_string).collect();
+        tracing::info!(zone = %z.name, servers = ?servers, "zone ready");
     }
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
         cache: Cache::new(config.cache.max_entries, config.cache.serve_stale),
-        health: Health::default(),
+        upstreams,
+        loops: Loops::default(),
         events: events.clone(),
         listen: addrs.clone(),
     });

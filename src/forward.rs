@@ -159,7 +159,7 @@ pub async fn resolve(
 
     let mut key = Vec::with_capacity(q.question.len() + 1);
     wire::cache_key(&q, &mut key);
-    if let Some(server) = shared.health.loop_probe_seen(wire::key_qname(&key)) {
+    if let Some(server) = shared.loops.probe_seen(wire::key_qname(&key)) {
         ev.error = Some("forwarding loop detected");
         ev.upstream = Some(server);
         return finish(
@@ -198,7 +198,15 @@ pub async fn resolve(
     }
 
     let deadline = received + QUERY_DEADLINE;
-    let answer = upstream::query(zone, &q, deadline, &shared.health, &mut ev.attempts).await;
+    let answer = upstream::query(
+        &zone.servers,
+        zone.policy(),
+        &q,
+        deadline,
+        &shared.loops,
+        &mut ev.attempts,
+    )
+    .await;
     if let Some(ans) = answer {
         ev.upstream = Some(ans.server);
         if let Some(reply) = wire::client_reply(&ans.bytes, &ans.reply, &q) {

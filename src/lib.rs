@@ -10,10 +10,11 @@
 //! - `hook`: `splitdns dhcp-hook`, which writes that file from dhclient/udhcpc.
 //! - `wire`: hand-written DNS wire parsing/building for the hot paths.
 //! - `cache`: wire-format answer cache with TTL countdown and RFC 2308 negatives.
-//! - `upstream`: one exchange, and the in-order failover loop with back-off.
+//! - `upstream/`: the upstream servers (one `Server` per address, kept across reloads), one
+//!   exchange per transport, the in-order failover loop with back-off, loop detection.
 //! - `forward`: the per-query pipeline (parse, route, cache, upstream, reply).
 //! - `server`: UDP receive loops with the cache-hit fast path, and the TCP front end.
-//! - `event`: one JSON event per query, written off the answer path.
+//! - `event/`: one JSON event per query (the record, its JSON line, the writer thread).
 //! - `state`: the swappable snapshot and the shared state.
 //! - `reload`: SIGHUP and servers-file watching.
 //! - `app`: bind, run, drain.

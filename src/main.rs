@@ -72,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &files.servers(),
                 &config.listen,
                 0,
+                &splitdns::upstream::Registry::default(),
             );
             for w in &warnings {
                 println!("warning: {w}");
@@ -90,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &files.servers(),
                 &config.listen,
                 0,
+                &splitdns::upstream::Registry::default(),
             );
             let code = parse_qtype(&qtype)?;
             let Some(z) = snap

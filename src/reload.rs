@@ -155,12 +155,19 @@ pub fn read_servers_files(config: &Config) -> FileState {
 
 fn install(shared: &Arc<Shared>, config: Arc<Config>, files: &FileState, why: &str) {
     let generation = shared.snapshot.load().generation + 1;
-    let (snap, warnings) = Snapshot::build(config, &files.servers(), &shared.listen, generation);
+    let (snap, warnings) = Snapshot::build(
+        config,
+        &files.servers(),
+        &shared.listen,
+        generation,
+        &shared.upstreams,
+    );
     for w in warnings {
         tracing::warn!("{w}");
     }
     for z in &snap.zones {
-        tracing::info!(generation, zone = %z.name, servers = ?z.servers, "{why}");
+        let servers: Vec<String> = z.servers.iter().map(ToString::to_string).collect();
+        tracing::info!(generation, zone = %z.name, servers = ?servers, "{why}");
     }
     shared.install(snap);
     probe(shared);
@@ -168,11 +175,16 @@ fn install(shared: &Arc<Shared>, config: Arc<Config>, files: &FileState, why: &s
 
 /// Clears old loop verdicts and probes the current servers in the background.
 pub fn probe(shared: &Arc<Shared>) {
-    shared.health.clear_loops();
+    shared.loops.clear();
     let shared = shared.clone();
     tokio::spawn(async move {
         let snap = shared.snapshot.load_full();
-        crate::upstream::send_loop_probes(&snap.zones, &shared.health).await;
+        let targets: Vec<(Arc<str>, std::net::SocketAddr)> = snap
+            .zones
+            .iter()
+            .flat_map(|z| z.servers.iter().map(|s| (z.name.clone(), s.addr)))
+            .collect();
+        shared.loops.send_probes(&targets).await;
     });
 }
 

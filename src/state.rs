@@ -1,7 +1,7 @@
 //! Runtime state. `Snapshot` is the immutable view a query reads (routes, zones with their
 //! servers in order, access list), built from the config and the servers files and
 //! swapped whole on reload. `Shared` holds it beside the long-lived mutable parts: the
-//! cache, upstream health and the event sink.
+//! cache, the upstream servers' state, loop verdicts and the event sink.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +16,7 @@ use crate::config::{CacheConfig, Config};
 use crate::event::EventSink;
 use crate::net::Cidr;
 use crate::route::RouteTable;
-use crate::upstream::Health;
+use crate::upstream::{Loops, Policy, Registry, Server};
 
 /// Servers read from each `servers_file`, by path (missing files map to an empty list).
 pub type FileServers = HashMap<PathBuf, Vec<SocketAddr>>;
@@ -27,7 +27,7 @@ pub struct Zone {
     /// Normalised name (`.` for the root), shared with cache entries and events.
     pub name: Arc<str>,
     /// Servers in the order they are tried: the servers file's, then the static ones.
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<Arc<Server>>,
     /// How many of `servers` came from the servers file.
     pub from_file: usize,
     /// The servers file, if any.
@@ -38,6 +38,16 @@ pub struct Zone {
     pub failover_rcodes: Vec<u16>,
     /// Cache this zone's answers.
     pub cache: bool,
+}
+
+impl Zone {
+    /// How the failover loop asks this zone's servers.
+    pub fn policy(&self) -> Policy<'_> {
+        Policy {
+            timeout: self.timeout,
+            failover_rcodes: &self.failover_rcodes,
+        }
+    }
 }
 
 /// Everything a query needs to know about the configuration, immutable.
@@ -71,18 +81,20 @@ pub fn is_own_address(listen: &[SocketAddr], server: SocketAddr) -> bool {
 
 impl Snapshot {
     /// Builds a snapshot. `listen` are the addresses actually bound (ports resolved), so a
-    /// servers file naming us is caught even with port 0. Returns warnings to log.
+    /// servers file naming us is caught even with port 0; `registry` supplies each server's
+    /// long-lived state. Returns warnings to log.
     pub fn build(
         config: Arc<Config>,
         files: &FileServers,
         listen: &[SocketAddr],
         generation: u64,
+        registry: &Registry,
     ) -> (Snapshot, Vec<String>) {
         let mut warnings = Vec::new();
         let mut zones = Vec::with_capacity(config.zones.len());
         let mut route_entries: Vec<(String, usize)> = Vec::new();
         for (i, zc) in config.zones.iter().enumerate() {
-            let mut servers: Vec<SocketAddr> = Vec::new();
+            let mut servers: Vec<Arc<Server>> = Vec::new();
             let file_list = zc.servers_file.as_ref().and_then(|p| files.get(p));
             let mut from_file = 0;
             for (from, list) in [(true, file_list), (false, Some(&zc.servers))] {
@@ -92,8 +104,8 @@ impl Snapshot {
                             "zone `{}`: server {s} is splitdns itself; dropped to avoid a forwarding loop",
                             zc.name
                         ));
-                    } else if !servers.contains(&s) {
-                        servers.push(s);
+                    } else if !servers.iter().any(|x| x.addr == s) {
+                        servers.push(registry.get(s));
                         from_file += usize::from(from);
                     }
                 }
@@ -144,8 +156,10 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     /// The answer cache.
     pub cache: Cache,
-    /// Upstream health (back-off), kept across reloads.
-    pub health: Health,
+    /// Every upstream server's long-lived state (health), kept across reloads.
+    pub upstreams: Registry,
+    /// Forwarding-loop probes and verdicts.
+    pub loops: Loops,
     /// Where query events go.
     pub events: EventSink,
     /// The addresses we listen on (ports resolved).
@@ -217,9 +231,10 @@ mod tests {
             ],
         );
         let listen = cfg.listen.clone();
-        let (s, w) = Snapshot::build(Arc::new(cfg), &files, &listen, 1);
+        let (s, w) = Snapshot::build(Arc::new(cfg), &files, &listen, 1, &Registry::default());
+        let addrs: Vec<SocketAddr> = s.zones[0].servers.iter().map(|s| s.addr).collect();
         assert_eq!(
-            s.zones[0].servers,
+            addrs,
             vec![
                 "10.0.0.1:53".parse().unwrap(),
                 "9.9.9.9:53".parse::<SocketAddr>().unwrap()
@@ -231,11 +246,14 @@ mod tests {
 
     fn shared_for(text: &str) -> (Shared, Arc<Config>) {
         let cfg = Arc::new(Config::from_toml_str(text, Path::new("t.toml")).unwrap());
-        let (snap, _) = Snapshot::build(cfg.clone(), &FileServers::new(), &cfg.listen, 1);
+        let upstreams = Registry::default();
+        let (snap, _) =
+            Snapshot::build(cfg.clone(), &FileServers::new(), &cfg.listen, 1, &upstreams);
         let shared = Shared {
             snapshot: ArcSwap::from_pointee(snap),
             cache: Cache::new(100, false),
-            health: Health::default(),
+            upstreams,
+            loops: Loops::default(),
             events: EventSink::off(),
             listen: cfg.listen.clone(),
         };
@@ -261,7 +279,13 @@ mod tests {
 
     fn install_text(shared: &Shared, text: &str) {
         let cfg = Arc::new(Config::from_toml_str(text, Path::new("t.toml")).unwrap());
-        let (snap, _) = Snapshot::build(cfg.clone(), &FileServers::new(), &cfg.listen, 2);
+        let (snap, _) = Snapshot::build(
+            cfg.clone(),
+            &FileServers::new(),
+            &cfg.listen,
+            2,
+            &shared.upstreams,
+        );
         shared.install(snap);
     }
 
