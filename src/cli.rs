@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// splitdns: a local DNS forwarder that routes by domain suffix and asks each zone's
 /// servers one at a time, in order.
@@ -55,4 +55,22 @@ pub enum Command {
         /// udhcpc's event ($1: bound, renew, deconfig, leasefail, ...); dhclient uses $reason.
         event: Option<String>,
     },
+    /// Print the man page or a shell completion script to stdout (for packagers).
+    Generate {
+        /// What to print.
+        what: Generated,
+    },
+}
+
+/// What `splitdns generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// The man page, splitdns(1), in roff.
+    Man,
+    /// Completions for bash.
+    CompleteBash,
+    /// Completions for zsh.
+    CompleteZsh,
+    /// Completions for fish.
+    CompleteFish,
 }

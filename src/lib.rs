@@ -20,6 +20,7 @@
 //! - `app`: bind, run, drain.
 //! - `privs`: dropping root after binding.
 //! - `cli`: the command line.
+//! - `generate`: the man page and shell completions from the command line's definition.
 
 pub mod app;
 pub mod cache;
@@ -28,6 +29,7 @@ pub mod config;
 pub mod dhcp;
 pub mod event;
 pub mod forward;
+pub mod generate;
 pub mod hook;
 pub mod net;
 pub mod privs;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use splitdns::cli::{Cli, Command};
 use splitdns::config::Config;
-use splitdns::{app, hook, privs, reload, state};
+use splitdns::{app, generate, hook, privs, reload, state};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -114,6 +114,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if z.servers.is_empty() {
                 println!("  (no servers: answered SERVFAIL)");
             }
+            Ok(())
+        }
+        Command::Generate { what } => {
+            let mut out = std::io::stdout().lock();
+            generate::write(what, &mut out)?;
+            out.flush()?;
             Ok(())
         }
         Command::DhcpHook { output, event } => {

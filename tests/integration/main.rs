@@ -27,6 +27,7 @@
 //! - `servers_file`: DHCP-written servers file order and reload.
 //! - `config_files`: every shipped config and every fixture.
 //! - `cli`: the real binary end to end (`serve`, `check`, `route`, SIGHUP, SIGTERM).
+//! - `generate`: the man page (checked with groff) and shell completions (run in bash).
 
 // Test code: a failed expectation is a panic, and the harness items are reached only from
 // this crate.
@@ -51,6 +52,7 @@ mod cache;
 mod cli;
 mod config_files;
 mod event_log;
+mod generate;
 mod hardening;
 mod lifecycle;
 mod loops;
