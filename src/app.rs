@@ -190,7 +190,11 @@ pub async fn run(
     }
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
-        cache: Cache::new(config.cache.max_entries, config.cache.serve_stale),
+        cache: Cache::with_budget(
+            config.cache.max_entries,
+            config.cache.max_bytes,
+            config.cache.serve_stale,
+        ),
         upstreams,
         loops: Loops::default(),
         events: events.clone(),
@@ -263,6 +267,12 @@ pub async fn run(
         }
     });
     let _ = tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), joined).await;
+    tracing::info!(
+        entries = shared.cache.len(),
+        bytes = shared.cache.bytes(),
+        max_bytes = config.cache.max_bytes,
+        "cache at shutdown"
+    );
     let dropped = events.dropped();
     if dropped > 0 {
         tracing::warn!(

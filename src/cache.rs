@@ -5,9 +5,11 @@
 //!
 //! What may be cached and for how long is decided by [`lifetime`] (RFC 2308 for negative
 //! answers; TTL 0 never). The cache is sharded (`Mutex` per shard, never held across an
-//! await) so every receive thread shares hits, and bounded by `max_entries` with "random
-//! two" eviction (of two sampled entries, drop the one that expires first). It reads no
-//! clock: every method takes `now`.
+//! await) so every receive thread shares hits, and bounded twice: by `max_entries` and by
+//! `max_bytes`, a memory budget counted on what the entries really allocate (see
+//! [`entry_cost`]) plus each shard's slot and index tables. Either bound is kept with
+//! "random two" eviction (of two sampled entries, drop the one that expires first). It
+//! reads no clock: every method takes `now`.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -59,6 +61,13 @@ pub fn lifetime(msg: &[u8], reply: &Reply, cfg: &CacheConfig) -> Option<u32> {
     }
 }
 
+/// What one cached answer of `data_len` bytes (key + TTL offsets + reply) really costs: its
+/// heap block as glibc's and musl's malloc hand it out (an 8-byte header, rounded up to
+/// 16-byte granules). The slot and index tables are counted per shard, by capacity.
+pub fn entry_cost(data_len: usize) -> usize {
+    (data_len + 8).next_multiple_of(16)
+}
+
 /// One cached answer. The key, the TTL offsets and the reply live in one allocation
 /// (`data` = key, then the offsets as big-endian u16s, then the reply), so a hit touches
 /// the index bucket, the slot and this one block: three cache lines, not five.
@@ -94,6 +103,8 @@ struct Shard {
     /// Slot numbers, hashed by their key's hash.
     index: HashTable<u32>,
     slots: Vec<Slot>,
+    /// Sum of [`entry_cost`] over `slots`.
+    entry_bytes: usize,
     /// xorshift state for eviction sampling.
     rng: u64,
 }
@@ -110,10 +121,25 @@ impl Shard {
             .map(|&i| i as usize)
     }
 
+    /// Bytes this shard holds: its entries plus its slot and index tables as allocated.
+    fn bytes(&self) -> usize {
+        self.entry_bytes
+            + self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+    }
+
+    /// Drops every entry (the tables keep their capacity, which `max_entries` bounds).
+    fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.entry_bytes = 0;
+    }
+
     fn remove_at(&mut self, i: usize) {
-        let Some(hash) = self.slots.get(i).map(|s| s.hash) else {
+        let Some((hash, len)) = self.slots.get(i).map(|s| (s.hash, s.data.len())) else {
             return;
         };
+        self.entry_bytes = self.entry_bytes.saturating_sub(entry_cost(len));
         if let Ok(entry) = self.index.find_entry(hash, |&j| j as usize == i) {
             entry.remove();
         }
@@ -131,6 +157,7 @@ impl Shard {
     fn push(&mut self, slot: Slot) {
         let i = self.slots.len() as u32;
         let hash = slot.hash;
+        self.entry_bytes += entry_cost(slot.data.len());
         self.slots.push(slot);
         let slots = &self.slots;
         self.index
@@ -173,15 +200,31 @@ pub enum Lookup {
 pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
+    /// Memory budget of one shard, in bytes.
+    bytes_per_shard: usize,
     keep_stale: bool,
     hasher: FxBuildHasher,
 }
 
+/// A shard's budget must hold a few TCP-sized answers, or large answers could never be
+/// cached: below this many bytes per shard the cache is not sharded.
+const MIN_SHARD_BYTES: usize = 4 * 65_536;
+
 impl Cache {
-    /// A cache for `max_entries` answers (0 = disabled). With `keep_stale`, expired
-    /// entries are kept (until evicted or `MAX_STALE` old) so they can be served stale.
+    /// A cache for `max_entries` answers (0 = disabled) in the default 32 MiB. With
+    /// `keep_stale`, expired entries are kept (until evicted or `MAX_STALE` old) so they
+    /// can be served stale.
     pub fn new(max_entries: usize, keep_stale: bool) -> Cache {
-        let nshards = if max_entries >= 4096 { 32 } else { 1 };
+        Cache::with_budget(max_entries, 32 * 1024 * 1024, keep_stale)
+    }
+
+    /// A cache for at most `max_entries` answers in at most `max_bytes` bytes.
+    pub fn with_budget(max_entries: usize, max_bytes: usize, keep_stale: bool) -> Cache {
+        let nshards = if max_entries >= 4096 && max_bytes / 32 >= MIN_SHARD_BYTES {
+            32
+        } else {
+            1
+        };
         let shards = (0..nshards)
             .map(|i| {
                 Mutex::new(Shard {
@@ -193,6 +236,7 @@ impl Cache {
         Cache {
             shards,
             per_shard: max_entries.div_ceil(nshards),
+            bytes_per_shard: max_bytes / nshards,
             keep_stale,
             hasher: FxBuildHasher,
         }
@@ -324,15 +368,22 @@ impl Cache {
             zone: zone.clone(),
         };
         if let Some(i) = shard.find(hash, key) {
-            if let Some(old) = shard.slots.get_mut(i) {
-                *old = slot;
-            }
+            shard.remove_at(i);
+        }
+        let cost = entry_cost(slot.data.len());
+        if cost > self.bytes_per_shard {
             return;
         }
-        while shard.slots.len() >= self.per_shard {
+        while !shard.slots.is_empty()
+            && (shard.slots.len() >= self.per_shard || shard.bytes() + cost > self.bytes_per_shard)
+        {
             shard.evict_one();
         }
         shard.push(slot);
+        // Growing a table may have taken the shard over its budget.
+        while shard.slots.len() > 1 && shard.bytes() > self.bytes_per_shard {
+            shard.evict_one();
+        }
     }
 
     /// Drops every entry whose zone `keep` rejects (used when a zone's servers change).
@@ -352,6 +403,28 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        for m in self.shards.iter() {
+            match m.lock() {
+                Ok(mut g) => g.clear(),
+                Err(p) => p.into_inner().clear(),
+            }
+        }
+    }
+
+    /// Bytes the cache holds, as counted against `max_bytes`: every entry's allocation
+    /// (key, TTL offsets, reply, allocator overhead) and every shard's tables.
+    pub fn bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|m| match m.lock() {
+                Ok(g) => g.bytes(),
+                Err(p) => p.into_inner().bytes(),
+            })
+            .sum()
     }
 
     /// Number of entries (fresh or stale).
@@ -390,6 +463,7 @@ mod tests {
     fn cfg() -> CacheConfig {
         CacheConfig {
             max_entries: 100,
+            max_bytes: 1 << 20,
             min_ttl_secs: 0,
             max_ttl_secs: 86_400,
             max_negative_ttl_secs: 3_600,
@@ -597,6 +671,88 @@ mod tests {
             }
         }
         assert_eq!(hits, big.len());
+    }
+
+    /// A NOERROR reply to `qp` with `n` TXT records of 255 bytes each.
+    fn big_reply(qp: &[u8], n: u16) -> Vec<u8> {
+        let q = parse_query(qp).unwrap();
+        let mut p = vec![0, 0, 0x81, 0x80, 0, 1];
+        p.extend_from_slice(&n.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(q.question);
+        for i in 0..n {
+            p.extend_from_slice(&[0xc0, 12, 0, 16, 0, 1, 0, 0, 1, 44, 1, 0, 255]);
+            p.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, 255));
+        }
+        p
+    }
+
+    /// The accounted bytes, recomputed from scratch.
+    fn recount(c: &Cache) -> usize {
+        c.shards
+            .iter()
+            .map(|m| {
+                let s = m.lock().unwrap();
+                let entries: usize = s.slots.iter().map(|e| entry_cost(e.data.len())).sum();
+                assert_eq!(entries, s.entry_bytes, "running count drifted");
+                s.bytes()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn byte_budget_holds_with_large_answers() {
+        let budget = 2 << 20;
+        let c = Cache::with_budget(10_000, budget, false);
+        let t0 = Instant::now();
+        let mut stored = 0usize;
+        for i in 0..200 {
+            let qp = query(&format!("big{i}.example"), false);
+            let q = parse_query(&qp).unwrap();
+            let msg = big_reply(&qp, 230); // ~60 KB, a TCP-sized answer
+            let mut key = Vec::new();
+            cache_key(&q, &mut key);
+            c.insert(&key, &Arc::from("z"), &msg, 300, t0);
+            stored += msg.len();
+            assert!(c.bytes() <= budget, "{} > {budget}", c.bytes());
+            assert_eq!(c.bytes(), recount(&c));
+        }
+        assert!(stored > 5 * budget, "the test must overflow the budget");
+        // Full: at least two thirds of the budget is in use, and every entry is found.
+        assert!(c.bytes() > budget * 2 / 3, "{}", c.bytes());
+        let n = c.len();
+        assert!((20..=35).contains(&n), "{n} entries of 60 KB in 2 MiB");
+        // Entries are counted by what they allocate, key and offsets included.
+        let one = c.bytes() / n;
+        assert!(one > 59_000, "{one}");
+        // Replacing, retaining and clearing keep the count exact.
+        store(&c, "small.example", &[300], t0);
+        store(&c, "small.example", &[300, 300], t0);
+        assert_eq!(c.bytes(), recount(&c));
+        c.retain(|_| true);
+        assert_eq!(c.bytes(), recount(&c));
+        c.clear();
+        assert!(c.is_empty());
+        assert_eq!(recount(&c), c.bytes());
+        assert!(c.bytes() < 64 * 1024, "only the tables are left");
+    }
+
+    #[test]
+    fn answer_larger_than_the_budget_is_not_cached() {
+        let c = Cache::with_budget(10, 32 * 1024, false);
+        let qp = query("huge.example", false);
+        let q = parse_query(&qp).unwrap();
+        let mut key = Vec::new();
+        cache_key(&q, &mut key);
+        c.insert(
+            &key,
+            &Arc::from("z"),
+            &big_reply(&qp, 200),
+            300,
+            Instant::now(),
+        );
+        assert!(c.is_empty());
+        assert!(c.bytes() <= 32 * 1024);
     }
 
     #[test]

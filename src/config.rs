@@ -62,6 +62,14 @@ fn default_listen() -> Vec<Spanned<String>> {
 fn default_max_entries() -> usize {
     10_000
 }
+/// The smallest cache budget: room for one TCP-sized (64 KiB) answer and its bookkeeping.
+pub const MIN_CACHE_BYTES: usize = 128 * 1024;
+/// The largest cache budget accepted (1 TiB): anything above is a typo.
+pub const MAX_CACHE_BYTES: usize = 1 << 40;
+
+fn default_max_bytes() -> usize {
+    32 * 1024 * 1024
+}
 fn default_max_ttl_secs() -> u32 {
     86_400
 }
@@ -129,6 +137,9 @@ struct RawCache {
     /// Maximum number of cached answers; 0 disables the cache.
     #[serde(default = "default_max_entries")]
     max_entries: usize,
+    /// Memory budget of the cache in bytes, counted on the real allocations.
+    #[serde(default = "default_max_bytes")]
+    max_bytes: usize,
     /// Raise smaller positive TTLs to this (never turns TTL 0 into a cacheable answer).
     #[serde(default)]
     min_ttl_secs: u32,
@@ -147,6 +158,7 @@ impl Default for RawCache {
     fn default() -> Self {
         RawCache {
             max_entries: default_max_entries(),
+            max_bytes: default_max_bytes(),
             min_ttl_secs: 0,
             max_ttl_secs: default_max_ttl_secs(),
             max_negative_ttl_secs: default_max_negative_ttl_secs(),
@@ -242,6 +254,9 @@ pub enum EventsOutput {
 pub struct CacheConfig {
     /// Maximum entries; 0 disables the cache.
     pub max_entries: usize,
+    /// Memory budget in bytes (entries, their keys and offsets, the slot and index
+    /// tables, allocator overhead); entries are evicted to stay under it.
+    pub max_bytes: usize,
     /// Lower bound for positive TTLs (TTL 0 stays uncacheable).
     pub min_ttl_secs: u32,
     /// Upper bound for positive TTLs.
@@ -552,6 +567,7 @@ fn validate_allow(
 fn validate_cache(c: RawCache, src: &Source<'_>) -> Result<CacheConfig, ConfigError> {
     let RawCache {
         max_entries,
+        max_bytes,
         min_ttl_secs,
         max_ttl_secs,
         max_negative_ttl_secs,
@@ -567,8 +583,18 @@ fn validate_cache(c: RawCache, src: &Source<'_>) -> Result<CacheConfig, ConfigEr
     if max_entries > 50_000_000 {
         return Err(src.err(0..0, "cache.max_entries", "must be at most 50000000"));
     }
+    if !(MIN_CACHE_BYTES..=MAX_CACHE_BYTES).contains(&max_bytes) {
+        return Err(src.err(
+            0..0,
+            "cache.max_bytes",
+            format!(
+                "{max_bytes} is out of range {MIN_CACHE_BYTES}..={MAX_CACHE_BYTES} (to turn the cache off, set max_entries = 0)"
+            ),
+        ));
+    }
     Ok(CacheConfig {
         max_entries,
+        max_bytes,
         min_ttl_secs,
         max_ttl_secs,
         max_negative_ttl_secs,
@@ -729,6 +755,7 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.listen, vec!["127.0.0.1:53".parse().unwrap()]);
         assert_eq!(c.cache.max_entries, 10_000);
+        assert_eq!(c.cache.max_bytes, 33_554_432);
         assert_eq!(c.cache.min_ttl_secs, 0);
         assert_eq!(c.events, EventsOutput::Stdout);
         assert!(c.zones.is_empty());
@@ -803,6 +830,10 @@ cache = false
             (
                 "[cache]\nmin_ttl_secs = 10\nmax_ttl_secs = 5\n",
                 "cache.min_ttl_secs",
+            ),
+            (
+                "[cache]\nmax_bytes = 1000\n",
+                "cache.max_bytes: 1000 is out of range",
             ),
             ("[[zone]]\nservers = []\n", "missing field `name`"),
             (

@@ -307,8 +307,9 @@ fn report_restart_only(old: &Config, new: &Config) {
         tracing::warn!("`limits` changed; they take effect after a restart");
     }
     if old.cache.max_entries != new.cache.max_entries
+        || old.cache.max_bytes != new.cache.max_bytes
         || old.cache.serve_stale != new.cache.serve_stale
     {
-        tracing::warn!("`cache.max_entries`/`serve_stale` changed; they take effect after a restart (TTL bounds apply now)");
+        tracing::warn!("`cache.max_entries`/`max_bytes`/`serve_stale` changed; they take effect after a restart (TTL bounds apply now)");
     }
 }

@@ -54,7 +54,7 @@ const WWW: &str = "93.184.216.34";
 
 /// A config file for the real binary: `listen` on port 0, `body` (top-level keys first,
 /// then tables), events to `events` ("off" or a path).
-fn binary_config(dir: &TempDir, events: &str, body: &str) -> PathBuf {
+pub(crate) fn binary_config(dir: &TempDir, events: &str, body: &str) -> PathBuf {
     dir.write(
         "splitdns.toml",
         &format!(
@@ -64,14 +64,14 @@ fn binary_config(dir: &TempDir, events: &str, body: &str) -> PathBuf {
     )
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A `/proc/PID/status` field in kB (VmRSS, VmHWM).
-fn proc_status_kb(pid: u32, field: &str) -> u64 {
+pub(crate) fn proc_status_kb(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
@@ -79,7 +79,7 @@ fn proc_status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
-fn rss_kb(pid: u32) -> u64 {
+pub(crate) fn rss_kb(pid: u32) -> u64 {
     proc_status_kb(pid, "VmRSS")
 }
 
@@ -148,7 +148,7 @@ async fn tcp_from(local: Ipv4Addr, server: SocketAddr, msg: &Message) -> Message
 }
 
 /// One TCP exchange that reports failure instead of panicking (for load generators).
-async fn tcp_try(server: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
+pub(crate) async fn tcp_try(server: SocketAddr, bytes: &[u8], wait: Duration) -> Option<Vec<u8>> {
     let exchange = async {
         let mut stream = TcpStream::connect(server).await.ok()?;
         let mut framed = u16::try_from(bytes.len()).ok()?.to_be_bytes().to_vec();
@@ -242,7 +242,7 @@ impl Load {
 }
 
 /// Lines of the process's stderr at WARN level.
-fn warnings(server: &Server) -> Vec<String> {
+pub(crate) fn warnings(server: &Server) -> Vec<String> {
     server
         .stderr_lines()
         .into_iter()

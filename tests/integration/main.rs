@@ -12,6 +12,7 @@
 //! - `events`: the event schema v1 (`deny_unknown_fields`) and reading the events file.
 //! - `rng`: a seeded xorshift generator for the randomized tests.
 //! - `process`: the real binary, with a guard that kills it by PID and prints its stderr.
+//! - `nsd`: a real authoritative server (NSD) on a free loopback port, for real answers.
 //!
 //! Tests:
 //! - `harness`: self-tests proving the fakes really misbehave as the other tests assume.
@@ -23,6 +24,8 @@
 //! - `hardening`: issue 5: allow, forged replies, a hostile-packet flood, bursts against
 //!   dead upstreams, idle TCP, failing upstreams, bad reloads and files, SIGTERM under load.
 //! - `cache`: what is cached and what never is.
+//! - `bounds`: issue 11: the cache's byte budget, stalled output readers, torn servers
+//!   files, TCP clients that never read or dribble, symlinked servers files, warning floods.
 //! - `lifecycle`: shutdown drains in-flight queries and flushes events.
 //! - `servers_file`: DHCP-written servers file order and reload.
 //! - `config_files`: every shipped config and every fixture.
@@ -42,12 +45,14 @@ mod client;
 mod daemon;
 mod events;
 mod fake;
+mod nsd;
 mod process;
 mod rng;
 
 mod harness;
 
 mod bad_input;
+mod bounds;
 mod cache;
 mod cli;
 mod config_files;
