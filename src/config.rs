@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::net::{parse_server_addr, Cidr};
+use crate::net::{parse_config_addr, Cidr};
 use crate::route::normalize_zone;
 
 /// A configuration error, with enough context for an operator to fix the file.
@@ -373,7 +373,9 @@ fn key_of_parse_error(text: &str, message: &str, span: &Range<usize>) -> String 
             None => line.trim().to_owned(),
         });
     if line.trim_start().starts_with('[') {
-        return field;
+        return field
+            .trim_matches(|c: char| c == '[' || c == ']' || c.is_whitespace())
+            .to_owned();
     }
     // The table the line belongs to: the last header above it; array tables are indexed.
     let mut table = String::new();
@@ -404,6 +406,153 @@ fn key_of_parse_error(text: &str, message: &str, span: &Range<usize>) -> String 
     }
 }
 
+/// Turns a TOML/serde message into one line for an operator: no Rust type names
+/// (`expected u64`, `expected struct RawCache`), no line breaks.
+fn plain_message(message: &str) -> String {
+    let mut out = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    const WORDS: &[(&str, &str)] = &[
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number (0 or more)"),
+        ("usize", "a whole number (0 or more)"),
+        ("i8", "a whole number"),
+        ("i16", "a whole number"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("isize", "a whole number"),
+        ("f32", "a number"),
+        ("f64", "a number"),
+        ("a sequence", "a list"),
+        ("a map", "a table"),
+        ("a borrowed string", "a string"),
+    ];
+    for (rust, plain) in WORDS {
+        let pattern = format!("expected {rust}");
+        let mut from = 0;
+        while let Some(i) = out
+            .get(from..)
+            .and_then(|t| t.find(&pattern))
+            .map(|i| i + from)
+        {
+            let end = i + pattern.len();
+            if out[end..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                from = end;
+                continue;
+            }
+            out.replace_range(i..end, &format!("expected {plain}"));
+            from = i + "expected ".len() + plain.len();
+        }
+    }
+    // `expected struct RawCache` and the like: our tables.
+    while let Some(i) = out.find("expected struct ") {
+        let rest = &out[i + "expected struct ".len()..];
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let end = i + "expected struct ".len() + name_len;
+        out.replace_range(i..end, "expected a table");
+    }
+    out
+}
+
+/// Where an array or inline table that is never closed was opened, when the parser gave up
+/// at `error_at` because of it: toml reports the place it noticed (the next table header,
+/// a `key =` line or the end of the file), which can be many lines below the real mistake.
+fn unclosed_bracket(text: &str, error_at: usize, message: &str) -> Option<usize> {
+    if !(message.contains("expected `]`") || message.contains("expected `}`")) {
+        return None;
+    }
+    let error_at = error_at.min(text.len());
+    // Only when the parser stopped somewhere no array element can start.
+    let line_start = text
+        .get(..error_at)
+        .and_then(|b| b.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line = text
+        .get(line_start..)
+        .and_then(|l| l.lines().next())
+        .unwrap_or("")
+        .trim();
+    let at_end = text.get(error_at..).is_none_or(|r| r.trim().is_empty());
+    let looks_like_key = line.split_once('=').is_some_and(|(k, _)| {
+        let k = k.trim();
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'))
+    });
+    if !(at_end || line.starts_with('[') || looks_like_key) {
+        return None;
+    }
+    // Scan up to the error: strings and comments skipped, table headers are not brackets.
+    let bytes = text.as_bytes();
+    let mut stack: Vec<usize> = Vec::new();
+    let mut i = 0;
+    let mut at_line_start = true;
+    while i < error_at {
+        let b = bytes[i];
+        match b {
+            b'\n' => {
+                at_line_start = true;
+                i += 1;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'#' => {
+                while i < error_at && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                let triple = bytes.get(i..i + 3) == Some(&[b, b, b][..]);
+                let quote_len = if triple { 3 } else { 1 };
+                i += quote_len;
+                while i < error_at {
+                    if b == b'"' && bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if !triple && bytes[i] == b'\n' {
+                        break;
+                    }
+                    if bytes[i] == b && (!triple || bytes.get(i..i + 3) == Some(&[b, b, b][..])) {
+                        i += quote_len;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' if at_line_start && stack.is_empty() => {
+                // A table header: skip to the end of its line.
+                while i < error_at && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                stack.push(i);
+                i += 1;
+            }
+            b']' | b'}' => {
+                stack.pop();
+                i += 1;
+            }
+            _ => i += 1,
+        }
+        at_line_start = false;
+    }
+    stack.first().copied()
+}
+
 impl Config {
     /// Reads and validates a config file.
     ///
@@ -425,7 +574,24 @@ impl Config {
         let src = Source { path, text };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim().to_owned();
+            let message = plain_message(e.message());
+            if let Some(open) = unclosed_bracket(text, span.start, &message) {
+                let key = key_of_parse_error(text, "", &(open..open));
+                let (line, _) = line_col(text, span.start);
+                let close = if text.get(open..=open) == Some("{") {
+                    '}'
+                } else {
+                    ']'
+                };
+                return src.err(
+                    open..open,
+                    &key,
+                    format!(
+                        "this `{}` is never closed (expected `{close}` before line {line})",
+                        text.get(open..=open).unwrap_or("[")
+                    ),
+                );
+            }
             let key = key_of_parse_error(text, &message, &span);
             src.err(span, &key, message)
         })?;
@@ -467,7 +633,7 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
 
     let mut listen_addrs = Vec::new();
     for l in &listen {
-        let addr = parse_server_addr(l.get_ref(), None)
+        let addr = parse_config_addr(l.get_ref(), None)
             .map_err(|m| src.err(l.span(), "listen", format!("`{}`: {m}", l.get_ref())))?;
         listen_addrs.push(addr);
     }
@@ -515,6 +681,14 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
             seen.push((n.clone(), span.clone()));
         }
         zones.push(zc);
+    }
+    if zones.is_empty() {
+        return Err(src.err(
+            0..0,
+            "zone",
+            "no [[zone]] is defined, so every query would be refused; add one (a zone with \
+             name = \".\" routes every name)",
+        ));
     }
 
     Ok(Config {
@@ -644,6 +818,27 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
         cache,
     } = z;
     let key = |k: &str| format!("zone[{i}].{k}");
+    if name.get_ref().trim().is_empty() {
+        return Err(src.err(
+            name.span(),
+            &key("name"),
+            "must not be empty (write \".\" for the zone that routes every name)",
+        ));
+    }
+    if name.get_ref().contains('*') {
+        return Err(src.err(
+            name.span(),
+            &key("name"),
+            format!(
+                "`{}`: wildcards are not supported; a zone is a suffix, so `{}` already routes \
+                 every name under it",
+                name.get_ref(),
+                name.get_ref()
+                    .trim_start_matches(['*', '.'])
+                    .trim_end_matches('.')
+            ),
+        ));
+    }
     let zname = normalize_zone(name.get_ref()).map_err(|m| {
         src.err(
             name.span(),
@@ -673,7 +868,7 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
 
     let mut addrs = Vec::new();
     for s in &servers {
-        let a = parse_server_addr(s.get_ref(), Some(53))
+        let a = parse_config_addr(s.get_ref(), Some(53))
             .map_err(|m| src.err(s.span(), &key("servers"), format!("`{}`: {m}", s.get_ref())))?;
         if a.port() == 0 {
             return Err(src.err(s.span(), &key("servers"), "port 0 is not a server port"));
@@ -739,6 +934,9 @@ pub fn is_allowed(allow: &[Cidr], ip: IpAddr) -> bool {
 mod tests {
     use super::*;
 
+    /// The smallest zone list a config may have.
+    const ROOT_ZONE: &str = "[[zone]]\nname = \".\"\n";
+
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(text, Path::new("test.toml"))
     }
@@ -752,13 +950,14 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = parse("").unwrap();
+        let c = parse(ROOT_ZONE).unwrap();
         assert_eq!(c.listen, vec!["127.0.0.1:53".parse().unwrap()]);
         assert_eq!(c.cache.max_entries, 10_000);
         assert_eq!(c.cache.max_bytes, 33_554_432);
         assert_eq!(c.cache.min_ttl_secs, 0);
         assert_eq!(c.events, EventsOutput::Stdout);
-        assert!(c.zones.is_empty());
+        assert_eq!(c.zones.len(), 1);
+        assert_eq!(c.zones[0].name, ".");
         assert!(is_allowed(&c.allow, "127.9.9.9".parse().unwrap()));
         assert!(is_allowed(&c.allow, "::1".parse().unwrap()));
         assert!(!is_allowed(&c.allow, "10.0.0.1".parse().unwrap()));
@@ -856,7 +1055,7 @@ cache = false
 
     #[test]
     fn listen_override_follows_the_allow_rule() {
-        let mut c = parse("").unwrap();
+        let mut c = parse(ROOT_ZONE).unwrap();
         assert!(c
             .override_listen(vec!["127.0.0.1:5353".parse().unwrap()])
             .is_ok());
@@ -865,7 +1064,7 @@ cache = false
             .override_listen(vec!["0.0.0.0:53".parse().unwrap()])
             .unwrap_err();
         assert!(e.to_string().contains("needs an explicit `allow`"), "{e}");
-        let mut c = parse("allow = [\"10.0.0.0/8\"]\n").unwrap();
+        let mut c = parse(&format!("allow = [\"10.0.0.0/8\"]\n{ROOT_ZONE}")).unwrap();
         assert!(c
             .override_listen(vec!["0.0.0.0:53".parse().unwrap()])
             .is_ok());
@@ -873,9 +1072,114 @@ cache = false
 
     #[test]
     fn non_loopback_listen_with_allow_is_fine() {
-        let c = parse("listen = [\"0.0.0.0:53\"]\nallow = [\"10.0.0.0/8\"]\n").unwrap();
+        let c = parse(&format!(
+            "listen = [\"0.0.0.0:53\"]\nallow = [\"10.0.0.0/8\"]\n{ROOT_ZONE}"
+        ))
+        .unwrap();
         assert!(is_allowed(&c.allow, "10.1.2.3".parse().unwrap()));
         assert!(!is_allowed(&c.allow, "127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn zone_names_and_zone_list_are_checked() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[zone]]\nname = \"\"\nservers = [\"10.0.0.1\"]\n",
+                "test.toml:2:8: zone[0].name: must not be empty",
+            ),
+            (
+                "[[zone]]\nname = \"  \"\n",
+                "zone[0].name: must not be empty",
+            ),
+            (
+                "[[zone]]\nname = \"*.consul\"\n",
+                "test.toml:2:8: zone[0].name: `*.consul`: wildcards are not supported; a zone \
+                 is a suffix, so `consul` already routes",
+            ),
+            (
+                "[[zone]]\nname = \"a.*.b\"\n",
+                "zone[0].name: `a.*.b`: wildcards",
+            ),
+            (
+                "listen = [\"127.0.0.1:53\"]\n",
+                "test.toml:1:1: zone: no [[zone]] is defined",
+            ),
+            ("", "zone: no [[zone]] is defined"),
+            (
+                "[[zone]]\nname = \"x\"\nservers = [\"fd00::1:53\"]\n",
+                "test.toml:3:12: zone[0].servers: `fd00::1:53`: an IPv6 address needs brackets",
+            ),
+            (
+                "listen = [\"::1:53\"]\n[[zone]]\nname = \".\"\n",
+                "test.toml:1:11: listen: `::1:53`: an IPv6 address needs brackets",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(
+                got.contains(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
+        }
+        let c = parse("[[zone]]\nname = \"x\"\nservers = [\"[fd00::1]:53\", \"[fd00::1:53]\"]\n")
+            .unwrap();
+        assert_eq!(
+            c.zones[0].servers,
+            vec![
+                "[fd00::1]:53".parse().unwrap(),
+                "[fd00::1:53]:53".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_mistake_in_plain_words() {
+        let cases: &[(&str, &str)] = &[
+            // An array never closed: the parser notices at the next header, 2 lines on.
+            (
+                "[[zone]]\nname = \"x\"\nservers = [\"1.1.1.1\"\n\n[cache]\nmax_entries = 5\n",
+                "test.toml:3:11: zone[0].servers: this `[` is never closed (expected `]` before line 5)",
+            ),
+            (
+                "listen = [\n\"127.0.0.1:53\",\n\n[[zone]]\nname = \"x\"\n",
+                "test.toml:1:10: listen: this `[` is never closed",
+            ),
+            (
+                "[[zone]]\nname = \"x\"\nservers = [\"1.1.1.1\", # ] in a comment\n",
+                "test.toml:3:11: zone[0].servers: this `[` is never closed",
+            ),
+            (
+                "[[zone]]\nname = \"x\"\nservers = [\"1.1]1.1\"\ntimeout_ms = 5\n",
+                "test.toml:3:11: zone[0].servers: this `[` is never closed",
+            ),
+            ("[[zone]]\nname = \"x\n", "test.toml:2:"),
+            ("[cache\nmax_entries = 1\n", "test.toml:1:7: cache: invalid table header"),
+            (
+                "[[zone]]\nname = \"x\"\ntimeout_ms = \"fast\"\n",
+                "test.toml:3:14: zone[0].timeout_ms: invalid type: string \"fast\", expected a whole number (0 or more)",
+            ),
+            (
+                "[cache]\nmax_entries = -1\n",
+                "cache.max_entries: invalid value: integer `-1`, expected a whole number (0 or more)",
+            ),
+            (
+                "[cache]\nmax_ttl_secs = 99999999999\n",
+                "expected a whole number from 0 to 4294967295",
+            ),
+            ("cache = 5\n", "test.toml:1:9: cache: invalid type: integer `5`, expected a table"),
+            ("zone = 5\n", "zone: invalid type: integer `5`, expected a list"),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(
+                got.contains(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
+            assert!(!got.contains('\n'), "one line: {got:?}");
+            for rust in ["u64", "u32", "usize", "struct", "Raw", "sequence"] {
+                assert!(!got.contains(rust), "Rust words in {got:?}");
+            }
+        }
     }
 
     #[test]

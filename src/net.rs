@@ -30,6 +30,28 @@ pub fn parse_server_addr(s: &str, default_port: Option<u16>) -> Result<SocketAdd
     }
 }
 
+/// [`parse_server_addr`] for addresses written in the config file, where an IPv6 address
+/// must be in brackets: `fd00::1:53` is a valid address (fd00::1:53, no port), so written
+/// bare it would silently mean something other than the `[fd00::1]:53` the user most
+/// likely meant. (resolv.conf-format servers files keep bare IPv6 addresses, as there.)
+///
+/// # Errors
+/// A short description of what is wrong.
+pub fn parse_config_addr(s: &str, default_port: Option<u16>) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if t.parse::<Ipv6Addr>().is_ok() {
+        let example = match default_port {
+            Some(p) => format!("`[{t}]` for that address on port {p}"),
+            None => format!("`[{t}]:PORT` for that address"),
+        };
+        return Err(format!(
+            "an IPv6 address needs brackets: write {example}, or `[ADDR]:PORT` if the part \
+             after the last colon was meant as a port"
+        ));
+    }
+    parse_server_addr(t, default_port)
+}
+
 /// An IP network: address and prefix length, host bits zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -192,6 +214,26 @@ mod tests {
         assert!(p("example.com").is_err());
         assert!(p("10.0.0.1:99999").is_err());
         assert!(parse_server_addr("10.0.0.1", None).is_err());
+    }
+
+    #[test]
+    fn config_addr_needs_brackets_for_ipv6() {
+        let p = |s| parse_config_addr(s, Some(53));
+        let e = p("fd00::1:53").unwrap_err();
+        assert!(
+            e.contains("needs brackets") && e.contains("`[fd00::1:53]`"),
+            "{e}"
+        );
+        assert!(p("::1").is_err());
+        assert!(parse_config_addr("::1", None).is_err());
+        assert_eq!(p("[fd00::1]:53").unwrap(), "[fd00::1]:53".parse().unwrap());
+        assert_eq!(
+            p("[fd00::1:53]").unwrap(),
+            "[fd00::1:53]:53".parse().unwrap()
+        );
+        assert_eq!(p(" 10.0.0.1 ").unwrap(), "10.0.0.1:53".parse().unwrap());
+        // resolv.conf keeps bare IPv6 addresses.
+        assert!(parse_server_addr("fd00::1", Some(53)).is_ok());
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn unknown_user_is_an_error_when_root() {
     let dir = TempDir::new("privs-bad");
     let config = dir.write(
         "splitdns.toml",
-        "listen = [\"127.0.0.1:0\"]\nuser = \"no-such-user-splitdns\"\n",
+        "listen = [\"127.0.0.1:0\"]\nuser = \"no-such-user-splitdns\"\n[[zone]]\nname = \".\"\n",
     );
     let out = crate::process::run(&["-c", config.to_str().unwrap(), "serve"]);
     assert_eq!(out.status.code(), Some(1));
