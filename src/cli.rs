@@ -19,8 +19,15 @@ pub struct Cli {
     )]
     pub config: PathBuf,
 
-    /// Diagnostic log filter (RUST_LOG syntax), e.g. `info` or `splitdns=debug`.
-    #[arg(long, global = true, default_value = "info", env = "SPLITDNS_LOG")]
+    /// Diagnostic log filter: a level (off, error, warn, info, debug, trace) or
+    /// comma-separated TARGET=LEVEL directives, e.g. `info,splitdns=debug`.
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "SPLITDNS_LOG",
+        value_parser = log_filter
+    )]
     pub log_level: String,
 
     /// What to do.
@@ -73,4 +80,72 @@ pub enum Generated {
     CompleteZsh,
     /// Completions for fish.
     CompleteFish,
+}
+
+/// The levels a `--log-level` directive may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a `--log-level` value: every comma-separated directive ends in a level name, so a
+/// typo (`--log-level verbose`) is a usage error instead of a filter that silently matches
+/// a target named `verbose` and hides every message.
+///
+/// # Errors
+/// Names the directive that is not a level or `TARGET=LEVEL`.
+pub fn log_filter(value: &str) -> Result<String, String> {
+    let directives: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err(format!("empty; use one of {}", LEVELS.join(", ")));
+    }
+    for d in directives {
+        let (target, level) = match d.rsplit_once('=') {
+            Some((t, l)) => (Some(t.trim()), l.trim()),
+            None => (None, d),
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{d}`: `{level}` is not a level (one of {}; or TARGET=LEVEL, e.g. splitdns=debug)",
+                LEVELS.join(", ")
+            ));
+        }
+        if target.is_some_and(str::is_empty) {
+            return Err(format!("`{d}`: TARGET=LEVEL needs a target before `=`"));
+        }
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_filter_takes_levels_and_target_levels_only() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "warn,splitdns=trace",
+            "splitdns::reload=debug",
+            "off",
+        ] {
+            assert_eq!(log_filter(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            " , ",
+            "verbose",
+            "splitdns=loud",
+            "info,debg",
+            "=debug",
+            "3",
+        ] {
+            assert!(log_filter(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(log_filter("verbose")
+            .unwrap_err()
+            .contains("`verbose` is not a level"));
+    }
 }

@@ -13,8 +13,19 @@ use splitdns::{app, generate, hook, privs, reload, state};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // `--log-level` was checked by clap (cli::log_filter); EnvFilter only refuses what that
+    // lets through in corner cases, which is still an error rather than a quiet default.
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "splitdns: --log-level {:?}: {e}",
+                cli.log_level
+            );
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -26,10 +37,28 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "splitdns: {e:#}");
+            let _ = writeln!(std::io::stderr(), "splitdns: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once: many errors already include
+/// their source's text (`cannot read config: Permission denied (os error 13)`), and
+/// printing the chain as well would repeat the OS message.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -144,6 +144,87 @@ fn check_rejects_a_missing_config_file() {
     );
 }
 
+/// `check` on configs that once passed: each must exit 1 naming file:line:col and the key.
+#[test]
+fn check_rejects_each_validation_gap() {
+    let dir = TempDir::new("cli-gaps");
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[[zone]]\nname = \"x\"\nservers = [\"fd00::1:53\"]\n",
+            ":3:12: zone[0].servers:",
+            "needs brackets",
+        ),
+        (
+            "[[zone]]\nname = \"\"\n",
+            ":2:8: zone[0].name:",
+            "must not be empty",
+        ),
+        (
+            "[[zone]]\nname = \"*.consul\"\n",
+            ":2:8: zone[0].name:",
+            "wildcards are not supported",
+        ),
+        (
+            "listen = [\"127.0.0.1:53\"]\n",
+            ":1:1: zone:",
+            "no [[zone]]",
+        ),
+        (
+            "[[zone]]\nname = \"x\"\nservers = [\"1.1.1.1\"\n\n[cache]\n",
+            ":3:11: zone[0].servers:",
+            "never closed",
+        ),
+        (
+            "[[zone]]\nname = \"x\"\ntimeout_ms = \"fast\"\n",
+            ":3:14: zone[0].timeout_ms:",
+            "expected a whole number",
+        ),
+    ];
+    for (i, (body, at, what)) in cases.iter().enumerate() {
+        let path = dir.write(&format!("gap{i}.toml"), body);
+        let out = process::run(&["-c", path.to_str().unwrap(), "check"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{body:?} passed check:\n{err}");
+        let want = format!("{}{at}", path.display());
+        assert!(err.contains(&want), "{body:?}: no {want:?} in\n{err}");
+        assert!(err.contains(what), "{body:?}: no {what:?} in\n{err}");
+        assert!(!err.contains("u64"), "{err}");
+    }
+}
+
+#[test]
+fn errors_say_the_os_reason_once() {
+    let dir = TempDir::new("cli-once");
+    let path = dir.join("nope.toml");
+    let out = process::run(&["-c", path.to_str().unwrap(), "check"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the OS message once:\n{err}"
+    );
+}
+
+#[test]
+fn invalid_log_level_is_a_usage_error() {
+    let path = fixture("good.toml");
+    for bad in ["verbose", "splitdns=loud", ""] {
+        let out = process::run(&["--log-level", bad, "-c", path.to_str().unwrap(), "check"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--log-level {bad:?}:\n{err}");
+        assert!(err.contains("--log-level"), "names the flag:\n{err}");
+    }
+    let out = process::run(&[
+        "--log-level",
+        "warn,splitdns=debug",
+        "-c",
+        path.to_str().unwrap(),
+        "check",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = process::run(&["no-such-command"]);
