@@ -159,3 +159,56 @@ fn servers_file_fixture_parses_in_order() {
         "nameserver lines in order; others ignored"
     );
 }
+
+/// Ports a quickstart must not default to: DNS itself and DoT (need root), mDNS and the
+/// mDNSResponder control port, LLMNR, unbound as commonly set up behind Pi-hole (5335),
+/// Consul's DNS (8600), and alternative DNS ports common in other tools' docs.
+const TAKEN_PORTS: &[(u16, &str)] = &[
+    (53, "DNS"),
+    (853, "DNS over TLS"),
+    (5353, "mDNS"),
+    (5354, "mDNSResponder"),
+    (5355, "LLMNR"),
+    (5335, "unbound behind Pi-hole"),
+    (8600, "Consul DNS"),
+    (5300, "IANA hacl-hb, common alternative DNS port"),
+    (1053, "IANA remote-as, CoreDNS examples"),
+    (8053, "IANA senomix02, common alternative DNS port"),
+];
+
+#[test]
+fn quickstart_port_is_free_by_default_and_the_readme_agrees() {
+    let config = Config::load(&root().join("config").join("quickstart.toml")).unwrap();
+    assert_eq!(config.listen.len(), 1);
+    let port = config.listen[0].port();
+    if let Some((_, what)) = TAKEN_PORTS.iter().find(|(p, _)| *p == port) {
+        panic!("config/quickstart.toml listens on {port}, which is {what}'s");
+    }
+    // Unprivileged, and below Linux's ephemeral range (32768-60999) where an outgoing
+    // connection may hold it.
+    assert!((1024..32768).contains(&port), "port {port}");
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let run_it = readme
+        .split("## Run it")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a `## Run it` section");
+    let digs: Vec<&str> = run_it
+        .lines()
+        .filter(|l| l.contains("dig @127.0.0.1"))
+        .collect();
+    assert!(
+        !digs.is_empty(),
+        "README's Run it section shows dig commands"
+    );
+    for l in digs {
+        assert!(
+            l.contains(&format!("-p {port} ")),
+            "README line uses another port than quickstart.toml's {port}: {l}"
+        );
+    }
+    assert!(
+        run_it.contains(&format!("listening on udp 127.0.0.1:{port}")),
+        "README names the log line with port {port}"
+    );
+}
