@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, SRV};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
+
+use crate::rng::XorShift;
 
 /// How a fake upstream reacts to a query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +39,23 @@ pub enum Behaviour {
     TruncateUdp,
     /// Answer from the table after this delay.
     Delay(Duration),
+    /// Every reply carries this rcode and no question section (QDCOUNT=0), as some servers
+    /// answer queries they cannot parse.
+    Questionless(ResponseCode),
+    /// Queries of a class other than IN (class NONE, ANY, CHAOS) get this rcode without a
+    /// question section; IN queries are answered from the table.
+    OddClassQuestionless(ResponseCode),
+    /// EDNS intolerance: a query carrying OPT gets this rcode (the question echoed if the
+    /// flag is set) and no OPT; a query without OPT is answered from the table.
+    NoEdns(ResponseCode, bool),
+    /// Over UDP, the first this-many datagrams of each name (any case) are dropped, then
+    /// it is answered: a lost query, deterministically. TCP is answered.
+    DropFirst(u32),
+    /// Over UDP, each datagram is dropped with this percent chance (seeded, so a run can
+    /// be replayed); the rest are answered. TCP is answered.
+    Loss(u8),
+    /// UDP replies are empty with TC=1; TCP connections are accepted and never answered.
+    TruncateUdpSilentTcp,
 }
 
 /// The kind of poisoned reply sent ahead of the real one by [`Behaviour::Spoof`].
@@ -258,6 +277,12 @@ struct State {
     udp: AtomicUsize,
     tcp: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
+    /// UDP datagrams received per lower-cased name ([`Behaviour::DropFirst`]).
+    per_name: Mutex<HashMap<String, u32>>,
+    /// The generator behind [`Behaviour::Loss`].
+    rng: Mutex<XorShift>,
+    /// UDP datagrams dropped by `DropFirst` or `Loss`.
+    dropped: AtomicUsize,
 }
 
 impl State {
@@ -293,6 +318,9 @@ impl Fake {
             udp: AtomicUsize::new(0),
             tcp: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
+            per_name: Mutex::new(HashMap::new()),
+            rng: Mutex::new(XorShift(0x9e37_79b9_7f4a_7c15)),
+            dropped: AtomicUsize::new(0),
         });
         let tasks = vec![
             tokio::spawn(serve_udp(Arc::new(udp), state.clone())),
@@ -329,6 +357,11 @@ impl Fake {
     /// Queries received over TCP.
     pub fn tcp_count(&self) -> usize {
         self.state.tcp.load(Ordering::SeqCst)
+    }
+
+    /// UDP datagrams deliberately dropped ([`Behaviour::DropFirst`], [`Behaviour::Loss`]).
+    pub fn dropped(&self) -> usize {
+        self.state.dropped.load(Ordering::SeqCst)
     }
 
     /// Queries received over either transport.
@@ -421,7 +454,38 @@ async fn serve_udp(socket: Arc<UdpSocket>, state: Arc<State>) {
     }
 }
 
+/// True if this UDP datagram is to be dropped under [`Behaviour::DropFirst`] or
+/// [`Behaviour::Loss`].
+fn lose(state: &State, query: &Message) -> bool {
+    let drop = match state.behaviour() {
+        Behaviour::DropFirst(n) => {
+            let name = query
+                .queries
+                .first()
+                .map(|q| q.name().to_ascii().to_ascii_lowercase())
+                .unwrap_or_default();
+            let mut map = state.per_name.lock().expect("per_name lock");
+            let seen = map.entry(name).or_insert(0);
+            *seen += 1;
+            *seen <= n
+        }
+        Behaviour::Loss(percent) => state
+            .rng
+            .lock()
+            .expect("rng lock")
+            .chance(usize::from(percent)),
+        _ => false,
+    };
+    if drop {
+        state.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+    drop
+}
+
 async fn reply_udp(socket: &UdpSocket, state: &State, query: &Message, peer: SocketAddr) {
+    if lose(state, query) {
+        return;
+    }
     match state.behaviour() {
         Behaviour::BlackHole => return,
         Behaviour::Delay(d) => tokio::time::sleep(d).await,
@@ -429,13 +493,19 @@ async fn reply_udp(socket: &UdpSocket, state: &State, query: &Message, peer: Soc
             send_spoof(socket, query, peer, kind).await;
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
-        Behaviour::TruncateUdp => {
+        Behaviour::TruncateUdp | Behaviour::TruncateUdpSilentTcp => {
             let mut reply = reply_header(query, &state.table.flags);
             reply.metadata.truncation = true;
             let _ = socket.send_to(&encode(&reply), peer).await;
             return;
         }
-        Behaviour::Answer | Behaviour::Rcode(_) => {}
+        Behaviour::Answer
+        | Behaviour::Rcode(_)
+        | Behaviour::Questionless(_)
+        | Behaviour::OddClassQuestionless(_)
+        | Behaviour::NoEdns(..)
+        | Behaviour::DropFirst(_)
+        | Behaviour::Loss(_) => {}
     }
     let limit = query
         .edns
@@ -513,7 +583,7 @@ async fn serve_tcp_conn(mut stream: TcpStream, peer: SocketAddr, state: &State) 
         };
         record_seen(state, &query, "tcp", peer);
         match state.behaviour() {
-            Behaviour::BlackHole => continue,
+            Behaviour::BlackHole | Behaviour::TruncateUdpSilentTcp => continue,
             Behaviour::Delay(d) => tokio::time::sleep(d).await,
             _ => {}
         }
@@ -555,9 +625,34 @@ fn respond(state: &State, query: &Message) -> Message {
         reply.metadata.response_code = ResponseCode::FormErr;
         return reply;
     }
-    if let Behaviour::Rcode(rcode) = state.behaviour() {
-        reply.metadata.response_code = rcode;
-        return reply;
+    match state.behaviour() {
+        Behaviour::Rcode(rcode) => {
+            reply.metadata.response_code = rcode;
+            return reply;
+        }
+        Behaviour::Questionless(rcode) => {
+            reply.metadata.response_code = rcode;
+            reply.queries.clear();
+            reply.edns = None;
+            return reply;
+        }
+        Behaviour::OddClassQuestionless(rcode)
+            if query.queries[0].query_class() != DNSClass::IN =>
+        {
+            reply.metadata.response_code = rcode;
+            reply.queries.clear();
+            reply.edns = None;
+            return reply;
+        }
+        Behaviour::NoEdns(rcode, with_question) if query.edns.is_some() => {
+            reply.metadata.response_code = rcode;
+            reply.edns = None;
+            if !with_question {
+                reply.queries.clear();
+            }
+            return reply;
+        }
+        _ => {}
     }
     let q = &query.queries[0];
     match table.lookup(q.name(), q.query_type()) {

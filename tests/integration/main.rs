@@ -17,6 +17,10 @@
 //! Tests:
 //! - `harness`: self-tests proving the fakes really misbehave as the other tests assume.
 //! - `order`: servers are asked one at a time, in order; failover and what is final.
+//! - `failover`: issue 10: question-less errors, EDNS fallback, back-off counted per
+//!   window, one probe at a time, TCP stalls after TC, retransmission of lost datagrams.
+//! - `loops`: forwarding loops (two splitdns instances; the real dnsmasq) break only the
+//!   looping names.
 //! - `proxy`: answers are passed through faithfully (ID, case, flags, sections, EDNS, TC).
 //! - `routing`: suffix routing, reverse zones, DS at an apex, `.` fallback, REFUSED.
 //! - `bad_input`: malformed packets and stalled TCP clients.
@@ -57,6 +61,7 @@ mod cache;
 mod cli;
 mod config_files;
 mod event_log;
+mod failover;
 mod generate;
 mod hardening;
 mod lifecycle;

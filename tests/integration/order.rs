@@ -16,7 +16,7 @@ use crate::fake::{public_table, Behaviour, Fake, Table};
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// A table that only knows `www.example.com A 192.0.2.2` (to tell B's answers from A's).
-fn second_table() -> Table {
+pub fn second_table() -> Table {
     let mut t = Table::new("example.com", 300);
     t.add("www.example.com", 300, RData::A(A::new(192, 0, 2, 2)));
     t.add(
