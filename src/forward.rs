@@ -9,7 +9,7 @@ use hickory_proto::op::{Message, OpCode};
 
 use crate::cache::{self, Lookup};
 use crate::config::QUERY_DEADLINE;
-use crate::event::{CacheStatus, InlineName, Proto, QueryEvent};
+use crate::event::{CacheStatus, InlineName, Outcome, Proto, QueryEvent};
 use crate::state::Shared;
 use crate::upstream;
 use crate::wire::{self, rcode, ClientEdns, OwnedQuery, QueryFlags, QueryParseError};
@@ -159,9 +159,12 @@ pub async fn resolve(
 
     let mut key = Vec::with_capacity(q.question.len() + 1);
     wire::cache_key(&q, &mut key);
-    if let Some(server) = shared.loops.probe_seen(wire::key_qname(&key)) {
+    // A query we sent upstream that came back (a forwarding loop): end it here.
+    let marks = shared
+        .loops
+        .inspect(pkt, wire::key_qname(&key), Instant::now());
+    if marks.ours {
         ev.error = Some("forwarding loop detected");
-        ev.upstream = Some(server);
         return finish(
             wire::error_reply(q.id, 0, q.flags, Some(q.question), q.edns, rcode::SERVFAIL),
             ev,
@@ -204,6 +207,7 @@ pub async fn resolve(
         &q,
         deadline,
         &shared.loops,
+        &marks,
         &mut ev.attempts,
     )
     .await;
@@ -222,6 +226,12 @@ pub async fn resolve(
             return finish(reply, ev, proto, q.udp_limit());
         }
         ev.error = Some("unsupported reply layout (OPT not last)");
+    } else if ev
+        .attempts
+        .last()
+        .is_some_and(|a| a.outcome == Outcome::Loop)
+    {
+        ev.error = Some("forwarding loop");
     } else {
         ev.error = Some("all servers failed");
     }

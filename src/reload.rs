@@ -170,22 +170,6 @@ fn install(shared: &Arc<Shared>, config: Arc<Config>, files: &FileState, why: &s
         tracing::info!(generation, zone = %z.name, servers = ?servers, "{why}");
     }
     shared.install(snap);
-    probe(shared);
-}
-
-/// Clears old loop verdicts and probes the current servers in the background.
-pub fn probe(shared: &Arc<Shared>) {
-    shared.loops.clear();
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        let snap = shared.snapshot.load_full();
-        let targets: Vec<(Arc<str>, std::net::SocketAddr)> = snap
-            .zones
-            .iter()
-            .flat_map(|z| z.servers.iter().map(|s| (z.name.clone(), s.addr)))
-            .collect();
-        shared.loops.send_probes(&targets).await;
-    });
 }
 
 /// Reads servers files without logging (for change detection).
@@ -210,7 +194,6 @@ pub async fn watch(
     cancel: CancellationToken,
     mut hup: Option<tokio::signal::unix::Signal>,
 ) {
-    probe(&shared);
     let mut watch = DirWatch::new(&config);
     let mut tick = tokio::time::interval(if watch.is_some() {
         WATCHED_POLL_INTERVAL

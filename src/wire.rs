@@ -320,7 +320,14 @@ pub fn key_qname(key: &[u8]) -> &[u8] {
 /// bytes, and our own OPT (payload 1232, the client's DO, no options: EDNS is hop-by-hop,
 /// RFC 6891 §6.1.1, and client cookies must not leak upstream).
 pub fn upstream_query(q: &Query<'_>, id: u16) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + q.question.len() + 11);
+    upstream_query_with(q, id, Some(&[]))
+}
+
+/// Like [`upstream_query`], with `opt`: the EDNS options to put in our OPT record, or
+/// `None` for no OPT at all (a server that rejects EDNS).
+pub fn upstream_query_with(q: &Query<'_>, id: u16, opt: Option<&[u8]>) -> Vec<u8> {
+    let options = opt.unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER_LEN + q.question.len() + 11 + options.len());
     out.extend_from_slice(&id.to_be_bytes());
     let mut flags = 0u16;
     if q.flags.rd {
@@ -333,10 +340,12 @@ pub fn upstream_query(q: &Query<'_>, id: u16) -> Vec<u8> {
         flags |= 0x0010;
     }
     out.extend_from_slice(&flags.to_be_bytes());
-    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]);
+    out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, u8::from(opt.is_some())]);
     out.extend_from_slice(q.question);
-    let dnssec_ok = q.edns.is_some_and(|e| e.dnssec_ok);
-    push_opt(&mut out, 0, dnssec_ok, &[]);
+    if opt.is_some() {
+        let dnssec_ok = q.edns.is_some_and(|e| e.dnssec_ok);
+        push_opt(&mut out, 0, dnssec_ok, options);
+    }
     out
 }
 

@@ -104,6 +104,12 @@ pub enum Outcome {
     Error,
     /// TC=1 over UDP; the same server is retried over TCP.
     Truncated,
+    /// No reply to this datagram before the retransmit timeout; a copy was sent again.
+    Lost,
+    /// FORMERR/NOTIMP to a query with EDNS; the same server is asked again without.
+    NoEdns,
+    /// The server sent the query back to us (a forwarding loop).
+    Loop,
 }
 
 impl Outcome {
@@ -116,6 +122,9 @@ impl Outcome {
             Outcome::Refused => "refused",
             Outcome::Error => "error",
             Outcome::Truncated => "truncated",
+            Outcome::Lost => "lost",
+            Outcome::NoEdns => "noedns",
+            Outcome::Loop => "loop",
         }
     }
 }

@@ -1,8 +1,18 @@
 //! Talking to upstream servers. [`query`] is the failover loop: a zone's servers strictly
-//! in order, next on timeout, network error or a failover rcode, under a per-attempt
-//! timeout and a whole-query deadline, every attempt recorded. [`exchange`] is one attempt
-//! against one server (UDP with a fresh random ID and source port, TC → the same server
-//! over TCP).
+//! in order, next on timeout, network error, a failover rcode or a forwarding loop, under
+//! a per-server timeout (`timeout_ms`) and a whole-query deadline, every attempt recorded.
+//! Servers in back-off are skipped (all are tried when all are down); when a back-off ends
+//! one query probes ([`health`]). [`exchange`] is one server's turn:
+//! - UDP with a fresh random ID and source port; a copy that gets no reply within the
+//!   server's RTT-based retransmit timeout is sent again with a new ID (the timeout doubles
+//!   per copy), until `timeout_ms` runs out; a late reply to any copy is accepted;
+//! - a reply is accepted only from the server, with one of our IDs and our question, or
+//!   with no question at all if it is FORMERR, REFUSED or NOTIMP (RFC 1035 lets a server
+//!   that cannot parse a query answer without echoing it): that is the server's answer;
+//! - FORMERR or NOTIMP to a query with OPT → the same server again without OPT (RFC 6891
+//!   §7); if that works the server is remembered as EDNS-less for a while;
+//! - TC → the same server over TCP; a TCP failure there is the server failing;
+//! - every query with OPT carries a loop marker ([`loops`]).
 //!
 //! A [`Server`] is one upstream as queries see it: its address plus its runtime state
 //! (health). The [`Registry`] hands out one `Arc<Server>` per address and keeps it across
@@ -11,15 +21,16 @@
 //!
 //! # Layout
 //! - this file: `Server`, `Registry`, `Policy`, the failover loop and one exchange;
-//! - `health`: per-server back-off;
-//! - `udp`, `tcp`: one exchange over each transport;
-//! - `loops`: forwarding-loop probes and verdicts.
+//! - `health`: per-server back-off, probes, round-trip time, EDNS memory;
+//! - `udp`, `tcp`: the sockets of one exchange over each transport;
+//! - `loops`: per-query forwarding-loop markers.
 //!
 //! This module does not read config, touch the cache or write events: callers pass what it
 //! needs (servers, policy) and get back the answer and the attempts to record.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,8 +44,8 @@ mod loops;
 mod tcp;
 mod udp;
 
-pub use health::{Health, BACKOFF_MAX, BACKOFF_MIN};
-pub use loops::{Loops, LOOP_PROBE_LABEL};
+pub use health::{Health, Rtt, Turn, BACKOFF_MAX, BACKOFF_MIN, EDNS_LESS_FOR, RTO_FLOOR};
+pub use loops::{Loops, Marks, LOOP_OPTION};
 
 /// Why one exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +66,10 @@ pub enum UpstreamError {
 pub struct Server {
     /// Its address.
     pub addr: SocketAddr,
-    /// Back-off state.
+    /// Back-off, round-trip time, EDNS support.
     pub health: Health,
+    /// Queries sent to it that came back to us (a forwarding loop).
+    pub loops_seen: AtomicU64,
 }
 
 impl Server {
@@ -65,6 +78,7 @@ impl Server {
         Server {
             addr,
             health: Health::default(),
+            loops_seen: AtomicU64::new(0),
         }
     }
 }
@@ -121,160 +135,353 @@ pub struct Policy<'a> {
 pub struct Answer {
     /// Who answered.
     pub server: SocketAddr,
-    /// The reply bytes as received.
+    /// The reply bytes as received (a question-less error reply gets our question).
     pub bytes: Vec<u8>,
     /// Its structure.
     pub reply: Reply,
+    /// The server sent this query back to us (a forwarding loop); the reply is its
+    /// relay of the SERVFAIL we gave the returning copy.
+    pub looped: bool,
 }
 
 /// Asks `servers` in order until one gives a final answer (any rcode not in
-/// `policy.failover_rcodes`), the list is exhausted (twice, if no server answered at all
-/// the first time), or `deadline` passes. Servers backed off are skipped unless all are;
-/// servers `loops` caught looping are never asked. Each attempt is appended to `attempts`.
-/// `None` means every server failed.
+/// `policy.failover_rcodes`, and not a forwarding loop), the list is exhausted (twice, if
+/// no server answered at all the first time), or `deadline` passes. Servers backed off
+/// are skipped unless all are; when a back-off has ended, only one query at a time probes
+/// that server. `marks` are the loop markers the client's query carried (passed on).
+/// Each attempt is appended to `attempts`. `None` means every server failed.
 pub async fn query(
     servers: &[Arc<Server>],
     policy: Policy<'_>,
     q: &Query<'_>,
     deadline: Instant,
     loops: &Loops,
+    marks: &Marks,
     attempts: &mut Vec<Attempt>,
 ) -> Option<Answer> {
-    let now = Instant::now();
-    let usable: Vec<&Server> = servers
-        .iter()
-        .map(|s| &**s)
-        .filter(|s| !loops.is_looping(s.addr))
-        .collect();
-    let mut order: Vec<&Server> = usable
-        .iter()
-        .copied()
-        .filter(|s| !s.health.is_down(now))
-        .collect();
-    if order.is_empty() {
-        order = usable;
+    let ask = Ask {
+        policy,
+        q,
+        deadline,
+        loops,
+        via: &marks.via,
+    };
+    let mut asked: Vec<&Server> = Vec::with_capacity(servers.len());
+    let mut answered = false;
+    for server in servers.iter().map(|s| &**s) {
+        let Some(turn) = server.health.turn(Instant::now()) else {
+            continue;
+        };
+        asked.push(server);
+        match ask.server(server, turn, attempts).await {
+            Step::Final(ans) => return Some(ans),
+            Step::Next { answered: a } => answered |= a,
+            Step::OutOfTime => return None,
+        }
     }
-    // A second pass only if nobody answered at all in the first (every attempt timed out or
-    // failed on the network): a lost datagram to a one-server zone (Consul, libvirt's
-    // dnsmasq) should cost a retry, not a SERVFAIL. A server that answered, even SERVFAIL,
-    // is not asked twice.
-    for pass in 0..2 {
-        let mut answered = false;
-        for &server in &order {
-            let now = Instant::now();
-            let remaining = deadline
-                .checked_duration_since(now)
-                .filter(|d| !d.is_zero())?;
-            let limit = policy.timeout.min(remaining);
-            let Some(ans) = exchange(server, q, limit, attempts).await else {
-                continue;
-            };
-            answered = true;
-            let outcome = match ans.reply.rcode {
-                rc if !policy.failover_rcodes.contains(&rc) => Outcome::Answer,
-                rcode::SERVFAIL => Outcome::Servfail,
-                rcode::REFUSED => Outcome::Refused,
-                _ => Outcome::Error,
-            };
-            if let Some(last) = attempts.last_mut() {
-                last.outcome = outcome;
-            }
-            if outcome == Outcome::Answer {
-                return Some(ans);
+    if asked.is_empty() {
+        // Every server is backed off (or being probed): try them all anyway.
+        for server in servers.iter().map(|s| &**s) {
+            asked.push(server);
+            match ask.server(server, Turn::Forced, attempts).await {
+                Step::Final(ans) => return Some(ans),
+                Step::Next { answered: a } => answered |= a,
+                Step::OutOfTime => return None,
             }
         }
-        if answered || pass == 1 {
-            break;
+    }
+    // A second pass only if nobody answered at all (every server timed out or failed on
+    // the network), while the deadline allows. A server that answered, even SERVFAIL, is
+    // not asked twice.
+    if answered {
+        return None;
+    }
+    for server in asked {
+        match ask.server(server, Turn::Forced, attempts).await {
+            Step::Final(ans) => return Some(ans),
+            Step::Next { .. } => {}
+            Step::OutOfTime => return None,
         }
     }
     None
 }
 
-/// One attempt against one server: UDP, then TCP if the UDP reply had TC. Records one
-/// attempt per transport used (the last one provisionally as `answer`; `query` corrects
-/// it for failover rcodes).
+/// What one query asks with.
+struct Ask<'a> {
+    policy: Policy<'a>,
+    q: &'a Query<'a>,
+    deadline: Instant,
+    loops: &'a Loops,
+    via: &'a [u8],
+}
+
+/// The result of one server's turn.
+enum Step {
+    /// A final answer.
+    Final(Answer),
+    /// On to the next server; `answered` if this one replied at all.
+    Next { answered: bool },
+    /// The query's deadline has passed.
+    OutOfTime,
+}
+
+/// Hands a probe on if its query is dropped or runs out of time before a verdict.
+struct ProbeGuard<'a>(Option<&'a Health>);
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(h) = self.0 {
+            h.abandon();
+        }
+    }
+}
+
+impl Ask<'_> {
+    async fn server(&self, server: &Server, turn: Turn, attempts: &mut Vec<Attempt>) -> Step {
+        let mut guard = ProbeGuard((turn == Turn::Probe).then_some(&server.health));
+        let Some(remaining) = self
+            .deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        else {
+            return Step::OutOfTime;
+        };
+        let limit = self.policy.timeout.min(remaining);
+        let result = exchange(
+            server,
+            self.q,
+            limit,
+            self.policy.timeout,
+            self.loops,
+            self.via,
+            attempts,
+        )
+        .await;
+        guard.0 = None;
+        let ans = match result {
+            Ok(ans) => ans,
+            Err(e) => {
+                tracing::debug!(upstream = %server, error = %e, "attempt failed");
+                server.health.failed(turn, Instant::now());
+                return Step::Next { answered: false };
+            }
+        };
+        server.health.answered();
+        let outcome = match ans.reply.rcode {
+            _ if ans.looped => Outcome::Loop,
+            rc if !self.policy.failover_rcodes.contains(&rc) => Outcome::Answer,
+            rcode::SERVFAIL => Outcome::Servfail,
+            rcode::REFUSED => Outcome::Refused,
+            _ => Outcome::Error,
+        };
+        if let Some(last) = attempts.last_mut() {
+            last.outcome = outcome;
+        }
+        if ans.looped {
+            let n = server.loops_seen.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                let mut name = String::new();
+                wire::name_to_text(self.q.qname(), &mut name);
+                tracing::warn!(upstream = %server, qname = %name, times = n, "forwarding loop: this server sent our query back to splitdns; the query gets SERVFAIL, names the server answers itself are unaffected (libvirt: set localOnly on the domain)");
+            }
+        }
+        if outcome == Outcome::Answer {
+            Step::Final(ans)
+        } else {
+            Step::Next { answered: true }
+        }
+    }
+}
+
+/// FORMERR and NOTIMP to a query with OPT mean the server may not speak EDNS.
+fn rejects_edns(rc: u16) -> bool {
+    rc == rcode::FORMERR || rc == rcode::NOTIMP
+}
+
+/// One server's turn, within `limit`: UDP (retransmitted on the server's RTO, at most
+/// `ceiling` apart), without OPT again if the server rejects EDNS, then TCP on TC. Records
+/// one attempt per datagram or connection (the last provisionally `answer`; `query`
+/// corrects it by rcode). `via` are loop markers to pass on.
+///
+/// # Errors
+/// The server failed: no reply in time, a network error, or a TCP failure after TC.
 pub async fn exchange(
     server: &Server,
     q: &Query<'_>,
     limit: Duration,
+    ceiling: Duration,
+    loops: &Loops,
+    via: &[u8],
     attempts: &mut Vec<Attempt>,
-) -> Option<Answer> {
+) -> Result<Answer, UpstreamError> {
     let addr = server.addr;
     let start = Instant::now();
-    let deadline = start + limit;
-    let id: u16 = rand::random();
-    let msg = wire::upstream_query(q, id);
-    let udp = tokio::time::timeout(limit, udp::exchange(addr, &msg, id, q.question)).await;
-    let (bytes, reply) = match udp {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::debug!(upstream = %addr, error = %e, "udp attempt failed");
-            record(attempts, addr, Proto::Udp, Outcome::Error, start);
-            server.health.failed(Instant::now());
-            return None;
+    let end = start + limit;
+    let lower: Vec<u8> = q.qname().to_ascii_lowercase();
+    let marker = loops.marker(&lower, via, start);
+    let mut opt = (!server.health.edns_less(start)).then_some(&marker.options[..]);
+    let (mut bytes, mut reply) = udp_rounds(server, q, opt, end, ceiling, attempts).await?;
+    if opt.is_some() && rejects_edns(reply.rcode) {
+        if let Some(last) = attempts.last_mut() {
+            last.outcome = Outcome::NoEdns;
         }
-        Err(_) => {
-            record(attempts, addr, Proto::Udp, Outcome::Timeout, start);
-            server.health.failed(Instant::now());
-            return None;
+        opt = None;
+        (bytes, reply) = udp_rounds(server, q, None, end, ceiling, attempts).await?;
+        if !rejects_edns(reply.rcode) {
+            tracing::info!(upstream = %server, "server rejects EDNS; asking it without EDNS for a while");
+            server.health.set_edns_less(Instant::now());
+        }
+    }
+    if reply.truncated() {
+        if let Some(last) = attempts.last_mut() {
+            last.outcome = Outcome::Truncated;
+        }
+        let tcp_start = Instant::now();
+        let id: u16 = rand::random();
+        let msg = wire::upstream_query_with(q, id, opt);
+        let left = end.saturating_duration_since(tcp_start);
+        let got = match tokio::time::timeout(left, tcp::exchange(addr, &msg, id, q.question)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout),
+        };
+        let outcome = match &got {
+            Ok(_) => Outcome::Answer,
+            Err(UpstreamError::Timeout) => Outcome::Timeout,
+            Err(_) => Outcome::Error,
+        };
+        attempts.push(Attempt {
+            server: addr,
+            proto: Proto::Tcp,
+            outcome,
+            elapsed: tcp_start.elapsed(),
+        });
+        (bytes, reply) = got?;
+    }
+    let looped = opt.is_some() && loops.came_back(marker.nonce);
+    let (bytes, reply) = with_question(bytes, reply, q);
+    Ok(Answer {
+        server: addr,
+        bytes,
+        reply,
+        looped,
+    })
+}
+
+/// The UDP part of a turn: send, and send again with a new ID each time the retransmit
+/// timeout passes without a reply (the timeout doubling each time), until `end`. Each copy
+/// is recorded: `lost` if it got no reply before the next was sent, `timeout` for the last
+/// one if none came, `answer` for the one answered (any copy's reply is taken).
+async fn udp_rounds(
+    server: &Server,
+    q: &Query<'_>,
+    opt: Option<&[u8]>,
+    end: Instant,
+    ceiling: Duration,
+    attempts: &mut Vec<Attempt>,
+) -> Result<(Vec<u8>, Reply), UpstreamError> {
+    let addr = server.addr;
+    let flight = match udp::Flight::open(addr).await {
+        Ok(f) => f,
+        Err(e) => {
+            attempts.push(Attempt {
+                server: addr,
+                proto: Proto::Udp,
+                outcome: Outcome::Error,
+                elapsed: Duration::ZERO,
+            });
+            return Err(e.into());
         }
     };
-    server.health.answered();
-    if !reply.truncated() {
-        record(attempts, addr, Proto::Udp, Outcome::Answer, start);
-        return Some(Answer {
-            server: addr,
-            bytes,
-            reply,
-        });
-    }
-    record(attempts, addr, Proto::Udp, Outcome::Truncated, start);
-    let tcp_start = Instant::now();
-    let left = deadline.saturating_duration_since(tcp_start);
-    let id: u16 = rand::random();
-    let msg = wire::upstream_query(q, id);
-    match tokio::time::timeout(left, tcp::exchange(addr, &msg, id, q.question)).await {
-        Ok(Ok((bytes, reply))) => {
-            record(attempts, addr, Proto::Tcp, Outcome::Answer, tcp_start);
-            Some(Answer {
+    let first = attempts.len();
+    let mut ids: Vec<u16> = Vec::with_capacity(4);
+    let mut sent_at: Vec<Instant> = Vec::with_capacity(4);
+    let mut wait = server.health.rtt.rto(ceiling);
+    let mut next_send = Instant::now();
+    let mut buf = Vec::new();
+    let result = loop {
+        let now = Instant::now();
+        if now >= end {
+            break Err(UpstreamError::Timeout);
+        }
+        if now >= next_send {
+            let id: u16 = rand::random();
+            let msg = wire::upstream_query_with(q, id, opt);
+            if let Err(e) = flight.send(&msg).await {
+                break Err(e.into());
+            }
+            ids.push(id);
+            sent_at.push(now);
+            attempts.push(Attempt {
                 server: addr,
-                bytes,
-                reply,
-            })
+                proto: Proto::Udp,
+                outcome: Outcome::Lost,
+                elapsed: Duration::ZERO,
+            });
+            next_send = now + wait;
+            wait = wait.saturating_mul(2);
         }
-        Ok(Err(e)) => {
-            tracing::debug!(upstream = %addr, error = %e, "tcp attempt failed");
-            record(attempts, addr, Proto::Tcp, Outcome::Error, tcp_start);
-            None
+        let wake = tokio::time::Instant::from_std(next_send.min(end));
+        tokio::select! {
+            got = flight.recv(&mut buf) => match got {
+                Err(e) => break Err(e.into()),
+                Ok(()) => match accept(&buf, &ids, q.question) {
+                    Some((i, reply)) => break Ok((i, reply)),
+                    None => tracing::debug!(upstream = %addr, "ignored a reply that does not match the query"),
+                },
+            },
+            () = tokio::time::sleep_until(wake) => {}
         }
-        Err(_) => {
-            record(attempts, addr, Proto::Tcp, Outcome::Timeout, tcp_start);
-            None
-        }
+    };
+    let now = Instant::now();
+    let last = sent_at.len().saturating_sub(1);
+    for (k, at) in sent_at.iter().enumerate() {
+        let Some(a) = attempts.get_mut(first + k) else {
+            break;
+        };
+        let until = sent_at.get(k + 1).copied().unwrap_or(now);
+        (a.outcome, a.elapsed) = match &result {
+            Ok((i, _)) if *i == k => (Outcome::Answer, now - *at),
+            Err(UpstreamError::Timeout) if k == last => (Outcome::Timeout, now - *at),
+            Err(_) if k == last => (Outcome::Error, now - *at),
+            _ => (Outcome::Lost, until - *at),
+        };
     }
+    let (i, reply) = result?;
+    if let Some(at) = sent_at.get(i) {
+        server.health.rtt.sample(now - *at);
+    }
+    Ok((buf, reply))
 }
 
-fn record(
-    attempts: &mut Vec<Attempt>,
-    server: SocketAddr,
-    proto: Proto,
-    outcome: Outcome,
-    start: Instant,
-) {
-    attempts.push(Attempt {
-        server,
-        proto,
-        outcome,
-        elapsed: start.elapsed(),
-    });
-}
-
-/// True if `pkt` is the reply to our query: QR=1, our ID, our question. (The source
-/// address is checked by the kernel: the socket is connected to the server.)
-fn accept(pkt: &[u8], id: u16, question: &[u8]) -> Option<Reply> {
+/// True if `pkt` is the reply to one of our copies (`ids`): QR=1, one of our IDs, and our
+/// question, or no question with FORMERR, REFUSED or NOTIMP. Returns which copy. (The
+/// source address is checked by the kernel: the socket is connected to the server.)
+fn accept(pkt: &[u8], ids: &[u16], question: &[u8]) -> Option<(usize, Reply)> {
     let reply = wire::walk_reply(pkt).ok()?;
-    (reply.id == id && reply.flags & 0x8000 != 0 && wire::same_question(pkt, &reply, question))
-        .then_some(reply)
+    if reply.flags & 0x8000 == 0 {
+        return None;
+    }
+    let i = ids.iter().position(|&id| id == reply.id)?;
+    let ours = if reply.question.is_empty() {
+        matches!(reply.rcode, rcode::FORMERR | rcode::REFUSED | rcode::NOTIMP)
+    } else {
+        wire::same_question(pkt, &reply, question)
+    };
+    ours.then_some((i, reply))
+}
+
+/// A question-less error reply rebuilt with our question (so the client's reply and the
+/// event describe it like any other); other replies unchanged.
+fn with_question(bytes: Vec<u8>, reply: Reply, q: &Query<'_>) -> (Vec<u8>, Reply) {
+    if !reply.question.is_empty() {
+        return (bytes, reply);
+    }
+    let fixed = wire::error_reply(reply.id, 0, q.flags, Some(q.question), None, reply.rcode);
+    match wire::walk_reply(&fixed) {
+        Ok(r) => (fixed, r),
+        Err(_) => (bytes, reply),
+    }
 }
 
 #[cfg(test)]
@@ -286,7 +493,7 @@ mod tests {
         let r = Registry::default();
         let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let s1 = r.get(a);
-        s1.health.failed(Instant::now());
+        s1.health.failed(Turn::Up, Instant::now());
         let s2 = r.get(a);
         assert!(Arc::ptr_eq(&s1, &s2));
         assert!(

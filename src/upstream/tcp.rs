@@ -24,6 +24,6 @@ pub(super) async fn exchange(
     let len = s.read_u16().await?;
     let mut buf = vec![0u8; usize::from(len)];
     s.read_exact(&mut buf).await?;
-    let reply = accept(&buf, id, question).ok_or(UpstreamError::Mismatch)?;
+    let (_, reply) = accept(&buf, &[id], question).ok_or(UpstreamError::Mismatch)?;
     Ok((buf, reply))
 }

@@ -37,7 +37,11 @@ fn outcomes(ev: &crate::events::Event) -> Vec<String> {
 #[test]
 fn questionless_refused_is_an_answer_not_a_timeout() {
     bounded(LIMIT, async {
-        let a = Fake::start(Behaviour::Questionless(ResponseCode::Refused), public_table()).await;
+        let a = Fake::start(
+            Behaviour::Questionless(ResponseCode::Refused),
+            public_table(),
+        )
+        .await;
         let b = Fake::answering(second_table()).await;
         let d = Daemon::start(&zone_of(&[&a, &b], "timeout_ms = 1000")).await;
         let mut ids = Vec::new();

@@ -422,15 +422,6 @@ fn record_seen(state: &State, query: &Message, proto: &'static str, source: Sock
     state.seen.lock().expect("seen lock").push(seen);
 }
 
-fn is_loop_probe(query: &Message) -> bool {
-    query.queries.first().is_some_and(|q| {
-        q.name()
-            .iter()
-            .nth(1)
-            .is_some_and(|l| l.eq_ignore_ascii_case(b"splitdns-loop-probe"))
-    })
-}
-
 async fn serve_udp(socket: Arc<UdpSocket>, state: Arc<State>) {
     let mut buf = vec![0u8; 65535];
     loop {
@@ -441,11 +432,6 @@ async fn serve_udp(socket: Arc<UdpSocket>, state: Arc<State>) {
             state.udp.fetch_add(1, Ordering::SeqCst);
             continue;
         };
-        // splitdns sends one fire-and-forget loop probe per server at start and on each
-        // reload (`<hex>.splitdns-loop-probe.<zone>`); it is not part of any test's count.
-        if is_loop_probe(&query) {
-            continue;
-        }
         state.udp.fetch_add(1, Ordering::SeqCst);
         record_seen(&state, &query, "udp", peer);
         let socket = socket.clone();
