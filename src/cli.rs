@@ -53,6 +53,9 @@ pub enum Command {
         /// Query type (DS for a zone apex routes to the parent).
         #[arg(default_value = "A")]
         qtype: String,
+        /// Query class: IN, or CH for the CHAOS identity queries (`version.bind`).
+        #[arg(long = "class", default_value = "IN", value_name = "CLASS")]
+        qclass: String,
     },
     /// Write the DNS servers from a DHCP client's environment (dhclient or udhcpc) to FILE.
     DhcpHook {

@@ -9,10 +9,11 @@ use hickory_proto::op::{Message, OpCode};
 
 use crate::cache::{self, Lookup};
 use crate::config::QUERY_DEADLINE;
-use crate::event::{CacheStatus, InlineName, Outcome, Proto, QueryEvent};
-use crate::state::Shared;
+use crate::event::{Attempt, CacheStatus, InlineName, Outcome, Proto, QueryEvent};
+use crate::local;
+use crate::state::{Shared, Zone};
 use crate::upstream;
-use crate::wire::{self, rcode, ClientEdns, OwnedQuery, QueryFlags, QueryParseError};
+use crate::wire::{self, ede, rcode, ClientEdns, OwnedQuery, QueryFlags, QueryParseError};
 
 /// What to do with a packet that is not a plain query.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub enum Rejected {
     /// Send this error reply.
     Reply(Vec<u8>, &'static str),
 }
+
+/// The NOTIFY opcode (RFC 1996).
+const OPCODE_NOTIFY: u8 = 4;
 
 fn header_flags(pkt: &[u8]) -> (u16, u8, QueryFlags) {
     let id = u16::from_be_bytes([
@@ -51,20 +55,27 @@ pub fn classify(pkt: &[u8]) -> Result<OwnedQuery, Rejected> {
         Err(QueryParseError::Unusual) => {}
     }
     let (id, opcode, flags) = header_flags(pkt);
+    // Error replies carry an OPT when the query had a valid one (RFC 6891 §6.1.1).
+    let opt = wire::client_opt(pkt).map(|e| ClientEdns { version: 0, ..e });
+    if opcode == OPCODE_NOTIFY {
+        // A forwarder is nobody's secondary: NOTIFY is refused, not forwarded (RFC 1996).
+        let reply = wire::error_reply(id, opcode, flags, None, opt, rcode::REFUSED);
+        return Err(Rejected::Reply(reply, "refused: notify"));
+    }
     if opcode != 0 {
-        let reply = wire::error_reply(id, opcode, flags, None, None, rcode::NOTIMP);
+        let reply = wire::error_reply(id, opcode, flags, None, opt, rcode::NOTIMP);
         return Err(Rejected::Reply(reply, "notimp"));
     }
     let formerr = || {
         Rejected::Reply(
-            wire::error_reply(id, opcode, flags, None, None, rcode::FORMERR),
+            wire::error_reply(id, opcode, flags, None, opt, rcode::FORMERR),
             "formerr",
         )
     };
     let msg = Message::from_vec(pkt).map_err(|_| formerr())?;
     if msg.metadata.op_code != OpCode::Query {
         return Err(Rejected::Reply(
-            wire::error_reply(id, opcode, flags, None, None, rcode::NOTIMP),
+            wire::error_reply(id, opcode, flags, None, opt, rcode::NOTIMP),
             "notimp",
         ));
     }
@@ -159,18 +170,28 @@ pub async fn resolve(
 
     let mut key = Vec::with_capacity(q.question.len() + 1);
     wire::cache_key(&q, &mut key);
-    // A query we sent upstream that came back (a forwarding loop): end it here.
-    let marks = shared
-        .loops
-        .inspect(pkt, wire::key_qname(&key), Instant::now());
-    if marks.ours {
-        ev.error = Some("forwarding loop detected");
+    let lower_qname = wire::key_qname(&key);
+    if let Some(rule) = local::classify(lower_qname, q.qtype, q.qclass, &snap.routes) {
+        ev.error = Some(rule.event_text());
         return finish(
-            wire::error_reply(q.id, 0, q.flags, Some(q.question), q.edns, rcode::SERVFAIL),
+            local::answer(rule, &q, lower_qname),
             ev,
             proto,
             q.udp_limit(),
         );
+    }
+    // A query we sent upstream that came back (a forwarding loop): end it here.
+    let marks = shared.loops.inspect(pkt, lower_qname, Instant::now());
+    if marks.ours {
+        ev.error = Some("forwarding loop detected");
+        let mut reply =
+            wire::error_reply(q.id, 0, q.flags, Some(q.question), q.edns, rcode::SERVFAIL);
+        wire::add_ede(
+            &mut reply,
+            ede::NO_REACHABLE_AUTHORITY,
+            "forwarding loop: this query came back to splitdns",
+        );
+        return finish(reply, ev, proto, q.udp_limit());
     }
     let Some(zone) = snap
         .routes
@@ -235,6 +256,8 @@ pub async fn resolve(
     } else {
         ev.error = Some("all servers failed");
     }
+    // RFC 8914: say why, for clients that sent EDNS (the only ones with an OPT to carry it).
+    let (code, why) = failure_ede(zone, &ev.attempts);
     if use_cache && snap.cache.serve_stale {
         if let Lookup::Stale(_) = shared
             .cache
@@ -242,15 +265,54 @@ pub async fn resolve(
         {
             ev.cache = CacheStatus::Stale;
             wire::set_id(&mut out, q.id);
+            if q.edns.is_some() {
+                wire::add_ede(&mut out, ede::STALE_ANSWER, &why);
+            }
             return finish(out, ev, proto, q.udp_limit());
         }
     }
-    finish(
-        wire::error_reply(q.id, 0, q.flags, Some(q.question), q.edns, rcode::SERVFAIL),
-        ev,
-        proto,
-        q.udp_limit(),
-    )
+    let mut reply = wire::error_reply(q.id, 0, q.flags, Some(q.question), q.edns, rcode::SERVFAIL);
+    if q.edns.is_some() {
+        wire::add_ede(&mut reply, code, &why);
+    }
+    finish(reply, ev, proto, q.udp_limit())
+}
+
+/// The Extended DNS Error for a query no server answered: 23 (Network Error) when every
+/// attempt ended in a network error, 22 (No Reachable Authority) otherwise, with a text
+/// naming each server tried and how it failed, in order (`udp 10.0.0.1:53 timeout; ...`).
+fn failure_ede(zone: &Zone, attempts: &[Attempt]) -> (u16, String) {
+    use std::fmt::Write as _;
+    if attempts.is_empty() {
+        let why = if zone.servers.is_empty() {
+            format!("zone {} has no servers", zone.name)
+        } else {
+            format!("no server of zone {} could be asked", zone.name)
+        };
+        return (ede::NO_REACHABLE_AUTHORITY, why);
+    }
+    let mut why = String::with_capacity(64);
+    for (i, a) in attempts.iter().enumerate() {
+        if i > 0 {
+            why.push_str("; ");
+        }
+        let _ = write!(
+            why,
+            "{} {} {}",
+            a.proto.as_str(),
+            a.server,
+            a.outcome.as_str()
+        );
+        if why.len() > wire::EDE_TEXT_MAX {
+            break;
+        }
+    }
+    let code = if attempts.iter().all(|a| a.outcome == Outcome::Error) {
+        ede::NETWORK_ERROR
+    } else {
+        ede::NO_REACHABLE_AUTHORITY
+    };
+    (code, why)
 }
 
 fn finish(reply: Vec<u8>, ev: &mut QueryEvent, proto: Proto, udp_limit: usize) -> Option<Vec<u8>> {

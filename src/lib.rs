@@ -9,6 +9,8 @@
 //! - `dhcp`: the resolv.conf-format servers file DHCP hooks write.
 //! - `hook`: `splitdns dhcp-hook`, which writes that file from dhclient/udhcpc.
 //! - `wire`: hand-written DNS wire parsing/building for the hot paths.
+//! - `local`: queries answered locally, never forwarded (zone transfers, CHAOS,
+//!   `localhost.`, RFC 6303 private reverse zones).
 //! - `cache`: wire-format answer cache with TTL countdown and RFC 2308 negatives.
 //! - `upstream/`: the upstream servers (one `Server` per address, kept across reloads), one
 //!   exchange per transport, the in-order failover loop with back-off, loop detection.
@@ -31,6 +33,7 @@ pub mod event;
 pub mod forward;
 pub mod generate;
 pub mod hook;
+pub mod local;
 pub mod net;
 pub mod privs;
 pub mod reload;

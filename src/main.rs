@@ -112,7 +112,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok ({} zones)", cli.config.display(), snap.zones.len());
             Ok(())
         }
-        Command::Route { name, qtype } => {
+        Command::Route {
+            name,
+            qtype,
+            qclass,
+        } => {
             let config = Config::load(&cli.config)?;
             let files = reload::read_servers_files(&config);
             let (snap, _) = state::Snapshot::build(
@@ -123,6 +127,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &splitdns::upstream::Registry::default(),
             );
             let code = parse_qtype(&qtype)?;
+            let class = parse_qclass(&qclass)?;
+            let wire_name =
+                splitdns::route::text_to_wire(name.trim().strip_suffix('.').unwrap_or(name.trim()));
+            if let Some(rule) = splitdns::local::classify(&wire_name, code, class, &snap.routes) {
+                match splitdns::local::zone_text(rule, &wire_name) {
+                    Some(zone) => {
+                        println!("{name} {qtype} -> answered locally in zone {zone}: {rule}")
+                    }
+                    None => println!("{name} {qtype} -> answered locally: {rule}"),
+                }
+                return Ok(());
+            }
+            if class != 1 {
+                println!("{name} {qtype} class {qclass}: forwarded like class IN");
+            }
             let Some(z) = snap
                 .routes
                 .lookup(&name, code)
@@ -207,6 +226,18 @@ fn parse_qtype(t: &str) -> anyhow::Result<u16> {
         .parse()
         .map_err(|_| anyhow::anyhow!("unknown query type `{t}`"))?;
     Ok(u16::from(rt))
+}
+
+fn parse_qclass(c: &str) -> anyhow::Result<u16> {
+    match c.to_ascii_uppercase().as_str() {
+        "IN" => Ok(1),
+        "CH" | "CHAOS" => Ok(3),
+        "HS" => Ok(4),
+        other => other
+            .strip_prefix("CLASS")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("unknown query class `{c}`")),
+    }
 }
 
 /// Installs the SIGTERM and SIGINT handlers now and returns the future that completes on

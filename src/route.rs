@@ -77,6 +77,12 @@ impl RouteTable {
     /// on a label boundary. For DS, a match on the whole name (the zone's apex) is skipped
     /// so the parent answers. `None` if no zone (not even `.`) matches.
     pub fn lookup_wire(&self, lower_qname: &[u8], qtype: u16) -> Option<usize> {
+        self.lookup_wire_at(lower_qname, qtype).map(|(idx, _)| idx)
+    }
+
+    /// [`RouteTable::lookup_wire`], also returning where in the name the matched suffix
+    /// starts (0: the whole name; larger: a shorter suffix, a less specific zone).
+    pub fn lookup_wire_at(&self, lower_qname: &[u8], qtype: u16) -> Option<(usize, usize)> {
         let mut pos = 0usize;
         loop {
             let suffix = lower_qname.get(pos..)?;
@@ -84,7 +90,7 @@ impl RouteTable {
             let apex_ds = pos == 0 && qtype == TYPE_DS && len != 0;
             if !apex_ds {
                 if let Some(&idx) = self.suffixes.get(suffix) {
-                    return Some(idx);
+                    return Some((idx, pos));
                 }
             }
             if len == 0 {

@@ -15,10 +15,31 @@ pub const HEADER_LEN: usize = 12;
 pub const TYPE_OPT: u16 = 41;
 /// SOA record type.
 pub const TYPE_SOA: u16 = 6;
+/// RRSIG record type.
+const TYPE_RRSIG: u16 = 46;
+/// NSEC record type.
+const TYPE_NSEC: u16 = 47;
+/// NSEC3 record type.
+const TYPE_NSEC3: u16 = 50;
+/// QTYPE ANY.
+const TYPE_ANY: u16 = 255;
 /// The UDP payload size we advertise upstream and to clients (DNS flag day 2020).
 pub const OUR_UDP_PAYLOAD: u16 = 1232;
 /// Extended DNS Error option code (RFC 8914), the one EDNS option we pass back to clients.
 const OPT_EDE: u16 = 15;
+/// The longest EDE extra text we add: with the largest question (259 bytes) and a bare
+/// OPT, an error reply stays within 512 bytes, the smallest size an EDNS client accepts.
+pub const EDE_TEXT_MAX: usize = 200;
+
+/// Extended DNS Error codes we set (RFC 8914 §4).
+pub mod ede {
+    /// The answer is stale (served from an expired cache entry, RFC 8767).
+    pub const STALE_ANSWER: u16 = 3;
+    /// No server of the zone could be reached or would answer.
+    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
+    /// Every attempt ended in a network error.
+    pub const NETWORK_ERROR: u16 = 23;
+}
 
 /// Rcodes used by this crate.
 pub mod rcode {
@@ -349,7 +370,8 @@ pub fn upstream_query_with(q: &Query<'_>, id: u16, opt: Option<&[u8]>) -> Vec<u8
     out
 }
 
-fn push_opt(out: &mut Vec<u8>, ext_rcode: u8, dnssec_ok: bool, options: &[u8]) {
+/// Appends our OPT record (payload 1232) with this extended rcode, DO bit and options.
+pub(crate) fn push_opt(out: &mut Vec<u8>, ext_rcode: u8, dnssec_ok: bool, options: &[u8]) {
     out.push(0);
     out.extend_from_slice(&TYPE_OPT.to_be_bytes());
     out.extend_from_slice(&OUR_UDP_PAYLOAD.to_be_bytes());
@@ -498,10 +520,27 @@ pub fn same_question(pkt: &[u8], reply: &Reply, question: &[u8]) -> bool {
     }
 }
 
-/// Builds the reply for a client from an upstream reply: the upstream's flags, rcode and
-/// every record in order, the client's question bytes (its letter case), the ID left 0
-/// (the caller patches it), and the OPT replaced by ours if — and only if — the client
-/// sent EDNS. Our OPT keeps the upstream's extended rcode bits and its EDE options.
+/// The header flags word of a reply we send for an upstream's reply. From the upstream:
+/// AA, TC, AD and the low rcode bits (its answer). From us: QR, opcode QUERY, RA=1 (we
+/// offer recursion, whatever an authoritative upstream like Consul says), RD and CD as the
+/// client sent them (RFC 1035 §4.1.1, RFC 4035 §3.1.6), Z clear.
+pub fn reply_flags(upstream: u16, q: QueryFlags) -> u16 {
+    let kept = upstream & (0x0400 | 0x0200 | 0x0020 | 0x000f);
+    let mut f = 0x8000 | 0x0080 | kept;
+    if q.rd {
+        f |= 0x0100;
+    }
+    if q.cd {
+        f |= 0x0010;
+    }
+    f
+}
+
+/// Builds the reply for a client from an upstream reply: the upstream's answer bits and
+/// every record in order, header bits of our own ([`reply_flags`]), the client's question
+/// bytes (its letter case), the ID left 0 (the caller patches it), and the OPT replaced by
+/// ours if — and only if — the client sent EDNS. Our OPT keeps the upstream's extended
+/// rcode bits and its EDE options.
 /// Returns `None` if the upstream's OPT is not the last record (rare; the caller then
 /// rebuilds through hickory).
 pub fn client_reply(up: &[u8], reply: &Reply, q: &Query<'_>) -> Option<Vec<u8>> {
@@ -520,7 +559,7 @@ pub fn client_reply(up: &[u8], reply: &Reply, q: &Query<'_>) -> Option<Vec<u8>> 
     )?;
     let mut out = Vec::with_capacity(HEADER_LEN + q.question.len() + body.len() + 16);
     out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&reply.flags.to_be_bytes());
+    out.extend_from_slice(&reply_flags(reply.flags, q.flags).to_be_bytes());
     let counts = [
         1u16,
         reply.section(0).count() as u16,
@@ -596,37 +635,268 @@ pub fn set_id(msg: &mut [u8], id: u16) {
 }
 
 /// Cuts a client reply (as built by [`client_reply`]: OPT, if any, last) down to `limit`
-/// bytes: whole records in order while they fit, then TC=1 and the OPT put back. Names
-/// only point backwards (RFC 1035 §4.1.4), so cutting at a record boundary keeps every
-/// remaining compression pointer valid.
+/// bytes, the RFC 2181 §9 way: optional records go first and silently; TC=1 only when a
+/// required RRset does not fit.
+///
+/// Required: the answer section, and for a negative answer (NXDOMAIN, or no record of the
+/// question's type) the SOA in authority with its DNSSEC proof (NSEC, NSEC3, RRSIG; RFC
+/// 4035 §3.1.3). Optional: everything else in authority and additional (glue, NS), which
+/// is kept whole RRset by whole RRset, in order, while it fits. Only a prefix of the
+/// records is ever kept: names point only backwards (RFC 1035 §4.1.4), so cutting at a
+/// record boundary keeps every remaining compression pointer valid, while dropping a
+/// record in the middle could orphan a later pointer. The OPT is always put back (bare,
+/// without options, if even that would not fit).
 pub fn truncate(msg: &[u8], limit: usize) -> Vec<u8> {
     let Ok(reply) = walk_reply(msg) else {
         return msg.get(..HEADER_LEN.min(msg.len())).unwrap_or(&[]).to_vec();
     };
     let opt = reply.opt().cloned();
-    let opt_len = opt.as_ref().map_or(0, |o| o.end - o.start);
-    let budget = limit.saturating_sub(opt_len);
-    let mut keep_end = reply.question.end;
-    let mut counts = [0u16; 3];
-    for rr in reply.rrs.iter().filter(|r| r.rtype != TYPE_OPT) {
-        if rr.end > budget {
-            break;
+    let mut opt_bytes = opt
+        .as_ref()
+        .and_then(|o| msg.get(o.start..o.end))
+        .unwrap_or(&[])
+        .to_vec();
+    if reply.question.end + opt_bytes.len() > limit {
+        // Options (a long EDE text) that cannot fit: keep the bare OPT, rdlen 0.
+        if let Some(o) = &opt {
+            opt_bytes = msg.get(o.start..o.rdata.start).unwrap_or(&[]).to_vec();
+            let at = opt_bytes.len().saturating_sub(2);
+            put_u16(&mut opt_bytes, at, 0);
         }
-        keep_end = rr.end;
-        if let Some(c) = counts.get_mut(usize::from(rr.section)) {
+    }
+    let budget = limit.saturating_sub(opt_bytes.len());
+    // Records that may be kept: those before the OPT (it is last in what we build).
+    let opt_start = opt.as_ref().map_or(usize::MAX, |o| o.start);
+    let rrs: Vec<&Rr> = reply.rrs.iter().filter(|r| r.rtype != TYPE_OPT).collect();
+    let negative = is_negative(msg, &reply);
+    let required = |r: &Rr| {
+        r.section == 0
+            || (r.section == 1
+                && negative
+                && matches!(r.rtype, TYPE_SOA | TYPE_NSEC | TYPE_NSEC3 | TYPE_RRSIG))
+    };
+    let required_end = rrs
+        .iter()
+        .filter(|r| required(r))
+        .map(|r| {
+            if r.start > opt_start {
+                usize::MAX
+            } else {
+                r.end
+            }
+        })
+        .max()
+        .unwrap_or(reply.question.end);
+    let mut kept = 0usize;
+    let tc = required_end > budget;
+    if tc {
+        // A required RRset is cut: whole records while they fit, then TC.
+        kept = rrs
+            .iter()
+            .take_while(|r| r.end <= budget && r.start < opt_start)
+            .count();
+    } else {
+        while let Some(first) = rrs.get(kept) {
+            if first.start > opt_start {
+                break;
+            }
+            // One RRset: this record and the ones after it with the same owner, type and class.
+            let mut n = 1;
+            while let Some(next) = rrs.get(kept + n) {
+                if !same_rrset(msg, first, next) {
+                    break;
+                }
+                n += 1;
+            }
+            let set_end = rrs.get(kept + n - 1).map_or(first.end, |r| r.end);
+            if first.end <= required_end {
+                // Required, or before something required: kept record by record.
+                kept += 1;
+                continue;
+            }
+            if set_end > budget || rrs.get(kept + n - 1).is_some_and(|r| r.start > opt_start) {
+                break;
+            }
+            kept += n;
+        }
+    }
+    let keep_end = kept
+        .checked_sub(1)
+        .and_then(|i| rrs.get(i))
+        .map_or(reply.question.end, |r| r.end);
+    let mut counts = [0u16; 3];
+    for r in rrs.iter().take(kept) {
+        if let Some(c) = counts.get_mut(usize::from(r.section)) {
             *c += 1;
         }
     }
-    let mut out = msg.get(..keep_end).unwrap_or(&[]).to_vec();
-    let flags = get_u16(&out, 2) | 0x0200;
-    put_u16(&mut out, 2, flags);
+    let mut out = Vec::with_capacity(keep_end + opt_bytes.len());
+    out.extend_from_slice(msg.get(..keep_end).unwrap_or(&[]));
+    let flags = get_u16(&out, 2);
+    put_u16(
+        &mut out,
+        2,
+        if tc { flags | 0x0200 } else { flags & !0x0200 },
+    );
     put_u16(&mut out, 6, counts[0]);
     put_u16(&mut out, 8, counts[1]);
     put_u16(&mut out, 10, counts[2] + u16::from(opt.is_some()));
-    if let Some(o) = opt {
-        out.extend_from_slice(msg.get(o.start..o.end).unwrap_or(&[]));
-    }
+    out.extend_from_slice(&opt_bytes);
     out
+}
+/// True if the reply is negative: NXDOMAIN, or NOERROR with no record of the question's
+/// type in the answer (NODATA, possibly at the end of a CNAME chain).
+fn is_negative(msg: &[u8], reply: &Reply) -> bool {
+    let qtype = if reply.question.is_empty() {
+        None
+    } else {
+        Some(get_u16(msg, reply.question.end.saturating_sub(4)))
+    };
+    match reply.rcode {
+        rcode::NXDOMAIN => true,
+        rcode::NOERROR => match qtype {
+            Some(TYPE_ANY) => reply.section(0).next().is_none(),
+            Some(t) => !reply.section(0).any(|r| r.rtype == t),
+            None => reply.section(0).next().is_none(),
+        },
+        _ => false,
+    }
+}
+
+/// True if two records belong to one RRset: same section, type, class and owner name.
+fn same_rrset(msg: &[u8], a: &Rr, b: &Rr) -> bool {
+    a.section == b.section
+        && a.rtype == b.rtype
+        && get_u16(msg, a.ttl_at.wrapping_sub(2)) == get_u16(msg, b.ttl_at.wrapping_sub(2))
+        && names_equal(msg, a.start, b.start)
+}
+
+/// Compares two (possibly compressed) names in `msg`, ASCII case-insensitively. Pointers
+/// are followed a bounded number of times; anything malformed compares unequal.
+pub(crate) fn names_equal(msg: &[u8], a: usize, b: usize) -> bool {
+    if a == b {
+        return true;
+    }
+    let (mut x, mut y) = (LabelWalk::new(msg, a), LabelWalk::new(msg, b));
+    for _ in 0..128 {
+        match (x.next_label(), y.next_label()) {
+            (Some(l), Some(m)) if l.eq_ignore_ascii_case(m) => {
+                if l.is_empty() {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Walks the labels of a name in a message, following compression pointers (at most 64).
+struct LabelWalk<'a> {
+    msg: &'a [u8],
+    pos: usize,
+    hops: u8,
+}
+
+impl<'a> LabelWalk<'a> {
+    fn new(msg: &'a [u8], pos: usize) -> Self {
+        LabelWalk { msg, pos, hops: 0 }
+    }
+
+    /// The next label's bytes; the empty slice for the root (the end); `None` if malformed.
+    fn next_label(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let len = *self.msg.get(self.pos)?;
+            match len & 0xc0 {
+                0x00 => {
+                    let start = self.pos + 1;
+                    let end = start + usize::from(len);
+                    let label = self.msg.get(start..end)?;
+                    self.pos = end;
+                    return Some(label);
+                }
+                0xc0 => {
+                    self.hops += 1;
+                    if self.hops > 64 {
+                        return None;
+                    }
+                    let low = *self.msg.get(self.pos + 1)?;
+                    self.pos = usize::from(len & 0x3f) << 8 | usize::from(low);
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// The client's EDNS from any query packet, for the error replies of packets the fast
+/// parse declined (FORMERR, NOTIMP, REFUSED must carry an OPT when the query had a valid
+/// one, RFC 6891 §6.1.1). Walks every section; `None` unless the walk succeeds and there
+/// is exactly one OPT, owned by the root, in the additional section.
+pub fn client_opt(pkt: &[u8]) -> Option<ClientEdns> {
+    if pkt.len() < HEADER_LEN {
+        return None;
+    }
+    let mut r = Reader::new(pkt, HEADER_LEN);
+    for _ in 0..get_u16(pkt, 4) {
+        r.skip_name()?;
+        r.skip(4)?;
+    }
+    let records = usize::from(get_u16(pkt, 6)) + usize::from(get_u16(pkt, 8));
+    let mut found = None;
+    for i in 0..records + usize::from(get_u16(pkt, 10)) {
+        let root = pkt.get(r.pos()) == Some(&0);
+        r.skip_name()?;
+        let rtype = r.u16()?;
+        let class = r.u16()?;
+        let ttl = r.u32()?;
+        let rdlen = r.u16()?;
+        r.skip(usize::from(rdlen))?;
+        if rtype == TYPE_OPT {
+            if i < records || !root || found.is_some() {
+                return None;
+            }
+            found = Some(ClientEdns {
+                payload: class,
+                dnssec_ok: ttl & 0x8000 != 0,
+                version: ((ttl >> 16) & 0xff) as u8,
+            });
+        }
+    }
+    found
+}
+
+/// Adds an Extended DNS Error option (RFC 8914) to a reply whose OPT is its last record
+/// (everything we build). `text` is cut to [`EDE_TEXT_MAX`] bytes on a character
+/// boundary. Returns false, leaving the reply alone, if it has no OPT (the client sent no
+/// EDNS) or the OPT is not last.
+pub fn add_ede(msg: &mut Vec<u8>, code: u16, text: &str) -> bool {
+    let Ok(reply) = walk_reply(msg) else {
+        return false;
+    };
+    let Some(o) = reply.opt() else {
+        return false;
+    };
+    if o.end != msg.len() || reply.rrs.last().map(|l| l.start) != Some(o.start) {
+        return false;
+    }
+    let mut cut = text.len().min(EDE_TEXT_MAX);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let text = text.get(..cut).unwrap_or("");
+    let opt_len = 2 + text.len();
+    let rdlen = o.rdata.len() + 4 + opt_len;
+    let Ok(rdlen) = u16::try_from(rdlen) else {
+        return false;
+    };
+    let rdlen_at = o.rdata.start - 2;
+    msg.extend_from_slice(&OPT_EDE.to_be_bytes());
+    msg.extend_from_slice(&(opt_len as u16).to_be_bytes());
+    msg.extend_from_slice(&code.to_be_bytes());
+    msg.extend_from_slice(text.as_bytes());
+    put_u16(msg, rdlen_at, rdlen);
+    true
 }
 
 /// Writes a wire name as dotted text (`www.example.com.`), escaping bytes that are not
@@ -811,6 +1081,243 @@ mod tests {
         let t = truncate(&full, 512);
         assert!(t.len() <= 512);
         assert!(walk_reply(&t).unwrap().opt().is_some());
+    }
+
+    /// Appends a record: owner (wire bytes, may be a pointer), type, class IN, TTL 60, rdata.
+    fn push_rr(p: &mut Vec<u8>, owner: &[u8], rtype: u16, rdata: &[u8]) {
+        p.extend_from_slice(owner);
+        p.extend_from_slice(&rtype.to_be_bytes());
+        p.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
+        p.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        p.extend_from_slice(rdata);
+    }
+
+    fn set_counts(p: &mut [u8], an: u16, ns: u16, ar: u16) {
+        put_u16(p, 6, an);
+        put_u16(p, 8, ns);
+        put_u16(p, 10, ar);
+    }
+
+    /// A Consul-style SRV answer: `n` SRV targets `nodeNN.node.dc1.consul` in the answer
+    /// and one A record per target in Additional, as an upstream sends it with EDNS.
+    fn consul_srv(n: u8) -> Vec<u8> {
+        let qp = query(1, "web.service.consul", 33, Some((1232, false)));
+        let mut p = vec![0, 0, 0x84, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(parse_query(&qp).unwrap().question);
+        let mut targets = Vec::new();
+        for i in 0..n {
+            // Owner pointer, type, class, TTL, rdlen: the target starts 18 bytes in.
+            targets.push(p.len() + 18);
+            let mut rdata = vec![0, 1, 0, 1, 0x1f, 0x90, 6];
+            rdata.extend_from_slice(format!("node{i:02}").as_bytes());
+            // `node.dc1.` then a pointer to `consul.` in the question (offset 24).
+            rdata.extend_from_slice(b"\x04node\x03dc1\xc0\x18");
+            push_rr(&mut p, &[0xc0, 12], 33, &rdata);
+        }
+        for (i, t) in targets.iter().enumerate() {
+            push_rr(
+                &mut p,
+                &[0xc0 | (t >> 8) as u8, *t as u8],
+                1,
+                &[10, 0, 0, i as u8],
+            );
+        }
+        set_counts(&mut p, n.into(), 0, n.into());
+        push_opt(&mut p, 0, false, &[]);
+        put_u16(&mut p, 10, u16::from(n) + 1);
+        p
+    }
+
+    #[test]
+    fn optional_glue_is_dropped_without_tc() {
+        // musl asks without EDNS; a dozen targets: the answer fits in 512, the glue does not.
+        let qp = query(77, "web.service.consul", 33, None);
+        let q = parse_query(&qp).unwrap();
+        let up = consul_srv(12);
+        let r = walk_reply(&up).unwrap();
+        assert_eq!(r.section(0).count(), 12);
+        assert!(names_equal(
+            &up,
+            r.section(0).next().unwrap().rdata.start + 6,
+            r.section(2).next().unwrap().start
+        ));
+        let full = client_reply(&up, &r, &q).unwrap();
+        assert!(full.len() > 512, "{} bytes", full.len());
+        let t = truncate(&full, 512);
+        assert!(t.len() <= 512);
+        let w = walk_reply(&t).unwrap();
+        assert!(
+            !w.truncated(),
+            "only Additional was cut: no TC (RFC 2181 §9)"
+        );
+        assert_eq!(w.section(0).count(), 12, "the whole answer");
+        let glue = w.section(2).count();
+        assert!(glue > 0 && glue < 12, "as much glue as fits: {glue}");
+        // Every kept glue record still names a target (pointers into the answer stay valid).
+        for g in w.section(2) {
+            assert!(w
+                .section(0)
+                .any(|a| names_equal(&t, a.rdata.start + 6, g.start)));
+        }
+    }
+
+    #[test]
+    fn glue_rrsets_are_kept_whole() {
+        // Answer: one A; Additional: three A records of one owner, then one of another.
+        let qp = query(1, "a.example", 1, None);
+        let q = parse_query(&qp).unwrap();
+        let mut p = vec![0, 0, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(q.question);
+        push_rr(&mut p, &[0xc0, 12], 1, &[10, 0, 0, 1]);
+        let long = [&[50u8][..], &[b'x'; 50][..], &[0xc0, 14][..]].concat();
+        let owner_at = p.len();
+        push_rr(&mut p, &long, 1, &[10, 0, 0, 2]);
+        for i in 3..5 {
+            push_rr(
+                &mut p,
+                &[0xc0 | (owner_at >> 8) as u8, owner_at as u8],
+                1,
+                &[10, 0, 0, i],
+            );
+        }
+        push_rr(&mut p, b"\x01b\xc0\x0e", 1, &[10, 0, 0, 9]);
+        set_counts(&mut p, 1, 0, 4);
+        let r = walk_reply(&p).unwrap();
+        let full = client_reply(&p, &r, &q).unwrap();
+        // Room for the first two glue records but not the third: the RRset goes entirely.
+        let limit = walk_reply(&full).unwrap().rrs[2].end + 3;
+        let t = truncate(&full, limit);
+        let w = walk_reply(&t).unwrap();
+        assert!(!w.truncated());
+        assert_eq!((w.section(0).count(), w.section(2).count()), (1, 0));
+        let t = truncate(&full, full.len() - 1);
+        let w = walk_reply(&t).unwrap();
+        assert_eq!(
+            w.section(2).count(),
+            3,
+            "the whole RRset, not the last record"
+        );
+        assert!(!w.truncated());
+    }
+
+    #[test]
+    fn negative_answer_needs_its_soa() {
+        let qp = query(1, "nx.example", 1, Some((512, false)));
+        let q = parse_query(&qp).unwrap();
+        let mut p = vec![0, 0, 0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(q.question);
+        let mut soa = vec![0xc0, 15, 0xc0, 15];
+        soa.extend_from_slice(&[0; 20]);
+        push_rr(&mut p, &[0xc0, 15], TYPE_SOA, &soa);
+        push_rr(&mut p, &[0xc0, 15], 2, &[0xc0, 15]); // NS: optional
+        set_counts(&mut p, 0, 2, 0);
+        let r = walk_reply(&p).unwrap();
+        let full = client_reply(&p, &r, &q).unwrap();
+        let w = walk_reply(&full).unwrap();
+        let soa_end = w.rrs[0].end;
+        let opt_len = w.rrs[2].end - w.rrs[2].start;
+        // SOA fits, NS does not: no TC.
+        let t = truncate(&full, soa_end + opt_len);
+        let tw = walk_reply(&t).unwrap();
+        assert!(!tw.truncated());
+        assert_eq!(tw.section(1).count(), 1);
+        assert!(tw.opt().is_some());
+        // SOA does not fit: TC.
+        let t = truncate(&full, soa_end + opt_len - 1);
+        let tw = walk_reply(&t).unwrap();
+        assert!(tw.truncated());
+        assert_eq!(tw.section(1).count(), 0);
+        assert!(t.len() < soa_end + opt_len);
+    }
+
+    #[test]
+    fn reply_header_describes_us() {
+        // Consul: AA=1, RA=0, RD echoed off, CD dropped.
+        let qp = query(1, "a.example", 1, None);
+        let mut qp2 = qp.clone();
+        qp2[3] |= 0x10; // CD
+        let q = parse_query(&qp2).unwrap();
+        let mut up = reply_for(&qp, 1, 60);
+        put_u16(&mut up, 2, 0x8400 | 0x0040);
+        let r = walk_reply(&up).unwrap();
+        let out = client_reply(&up, &r, &q).unwrap();
+        let f = get_u16(&out, 2);
+        assert_eq!(f & 0x0080, 0x0080, "RA set");
+        assert_eq!(f & 0x0100, 0x0100, "RD as the client sent it");
+        assert_eq!(f & 0x0010, 0x0010, "CD copied from the query");
+        assert_eq!(f & 0x0400, 0x0400, "AA passed through");
+        assert_eq!(f & 0x0040, 0, "Z clear");
+    }
+
+    #[test]
+    fn client_opt_found_anywhere() {
+        let p = query(1, "a", 1, Some((4096, true)));
+        assert_eq!(
+            client_opt(&p).map(|e| (e.payload, e.dnssec_ok)),
+            Some((4096, true))
+        );
+        assert_eq!(client_opt(&query(1, "a", 1, None)), None);
+        // QDCOUNT 0 with an OPT (a FORMERR that must still carry OPT).
+        let mut p0 = p[..12].to_vec();
+        put_u16(&mut p0, 4, 0);
+        p0.extend_from_slice(&p[p.len() - 11..]);
+        assert!(client_opt(&p0).is_some());
+        // Truncated: nothing.
+        assert_eq!(client_opt(&p[..p.len() - 1]), None);
+        // Two OPTs: invalid.
+        let mut p2 = p.clone();
+        p2.extend_from_slice(&p[p.len() - 11..]);
+        put_u16(&mut p2, 10, 2);
+        assert_eq!(client_opt(&p2), None);
+    }
+
+    #[test]
+    fn ede_added_to_our_opt() {
+        let flags = QueryFlags::default();
+        let edns = Some(ClientEdns {
+            payload: 1232,
+            dnssec_ok: false,
+            version: 0,
+        });
+        let mut e = error_reply(
+            1,
+            0,
+            flags,
+            Some(b"\x01a\x00\x00\x01\x00\x01"),
+            edns,
+            rcode::SERVFAIL,
+        );
+        assert!(add_ede(
+            &mut e,
+            ede::NO_REACHABLE_AUTHORITY,
+            "udp 10.0.0.1:53 timeout"
+        ));
+        let w = walk_reply(&e).unwrap();
+        let o = w.opt().unwrap();
+        let rd = &e[o.rdata.clone()];
+        assert_eq!(&rd[..6], &[0, 15, 0, 25, 0, 22]);
+        assert_eq!(&rd[6..], b"udp 10.0.0.1:53 timeout");
+        let m = hickory_proto::op::Message::from_vec(&e).unwrap();
+        assert!(m.edns.is_some());
+        // No OPT (client without EDNS): unchanged.
+        let mut plain = error_reply(1, 0, flags, None, None, rcode::SERVFAIL);
+        let before = plain.clone();
+        assert!(!add_ede(&mut plain, 22, "x"));
+        assert_eq!(plain, before);
+        // A long text is cut and the reply still truncates to 512 with its OPT.
+        let long = "é".repeat(400);
+        let mut e = error_reply(
+            1,
+            0,
+            flags,
+            Some(b"\x01a\x00\x00\x01\x00\x01"),
+            edns,
+            rcode::SERVFAIL,
+        );
+        assert!(add_ede(&mut e, 23, &long));
+        assert!(e.len() < 512);
+        let t = truncate(&e, 40);
+        assert!(t.len() <= 40 && walk_reply(&t).unwrap().opt().is_some());
     }
 
     #[test]

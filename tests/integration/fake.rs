@@ -96,6 +96,8 @@ pub struct Table {
     soa: Record,
     /// Header flags on replies.
     pub flags: Flags,
+    /// Copy CD from the query into replies (some upstreams do not).
+    pub echo_cd: bool,
 }
 
 /// Parse a name, panicking on a typo in a test.
@@ -131,6 +133,7 @@ impl Table {
                 ad: false,
                 ra: true,
             },
+            echo_cd: true,
         }
     }
 
@@ -607,6 +610,7 @@ fn reply_header(query: &Message, flags: &Flags) -> Message {
 fn respond(state: &State, query: &Message) -> Message {
     let table = &state.table;
     let mut reply = reply_header(query, &table.flags);
+    reply.metadata.checking_disabled &= table.echo_cd;
     if query.queries.len() != 1 {
         reply.metadata.response_code = ResponseCode::FormErr;
         return reply;

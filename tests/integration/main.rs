@@ -22,8 +22,14 @@
 //! - `loops`: forwarding loops (two splitdns instances; the real dnsmasq) break only the
 //!   looping names.
 //! - `proxy`: answers are passed through faithfully (ID, case, flags, sections, EDNS, TC).
+//! - `fidelity`: issue 10 items 1–3: TC only when a required RRset is cut, header bits
+//!   (RA, CD) that describe splitdns, OPT on every error reply to an EDNS query.
+//! - `local`: issue 10 item 6: zone transfers, NOTIFY, CHAOS, `localhost.` and RFC 6303
+//!   private reverse zones are answered here, never forwarded.
 //! - `routing`: suffix routing, reverse zones, DS at an apex, `.` fallback, REFUSED.
 //! - `bad_input`: malformed packets and stalled TCP clients.
+//! - `ede`: issue 9 item 4: SERVFAIL and stale answers say why (Extended DNS Errors), read
+//!   with hickory and with `dig`.
 //! - `event_log`: one JSON event per query with the documented schema.
 //! - `hardening`: issue 5: allow, forged replies, a hostile-packet flood, bursts against
 //!   dead upstreams, idle TCP, failing upstreams, bad reloads and files, SIGTERM under load.
@@ -60,11 +66,14 @@ mod bounds;
 mod cache;
 mod cli;
 mod config_files;
+mod ede;
 mod event_log;
 mod failover;
+mod fidelity;
 mod generate;
 mod hardening;
 mod lifecycle;
+mod local;
 mod loops;
 mod notify;
 mod order;
