@@ -292,8 +292,9 @@ fn failure_ede(zone: &Zone, attempts: &[Attempt]) -> (u16, String) {
         return (ede::NO_REACHABLE_AUTHORITY, why);
     }
     let mut why = String::with_capacity(64);
-    for (i, a) in attempts.iter().enumerate() {
-        if i > 0 {
+    // Retransmissions (`lost`) are left out: each server's own outcome follows them.
+    for a in attempts.iter().filter(|a| a.outcome != Outcome::Lost) {
+        if !why.is_empty() {
             why.push_str("; ");
         }
         let _ = write!(
@@ -307,7 +308,10 @@ fn failure_ede(zone: &Zone, attempts: &[Attempt]) -> (u16, String) {
             break;
         }
     }
-    let code = if attempts.iter().all(|a| a.outcome == Outcome::Error) {
+    let code = if attempts
+        .iter()
+        .all(|a| matches!(a.outcome, Outcome::Error | Outcome::Lost))
+    {
         ede::NETWORK_ERROR
     } else {
         ede::NO_REACHABLE_AUTHORITY
