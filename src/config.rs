@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::net::{parse_config_addr, Cidr};
+use rustls::pki_types::CertificateDer;
+
+use crate::net::{parse_config_addr, parse_server, Cidr, ServerSpec};
 use crate::route::normalize_zone;
 
 /// A configuration error, with enough context for an operator to fix the file.
@@ -87,6 +89,9 @@ fn default_failover_rcodes() -> Vec<Spanned<String>> {
         .iter()
         .map(|s| Spanned::new(0..0, (*s).to_owned()))
         .collect()
+}
+fn default_tls_idle_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 10_000)
 }
 fn default_true() -> bool {
     true
@@ -219,9 +224,17 @@ struct RawZone {
     /// Networks whose reverse zones (in-addr.arpa / ip6.arpa) also route here.
     #[serde(default)]
     networks: Vec<Spanned<String>>,
-    /// Static servers, tried in order after the servers_file's.
+    /// Static servers, tried in order after the servers_file's: `IP[:PORT]` or
+    /// `tls://IP[:PORT][#AUTH-NAME]`.
     #[serde(default)]
     servers: Vec<Spanned<String>>,
+    /// PEM bundle of the CAs this zone's DNS-over-TLS servers are verified against (instead
+    /// of the system store).
+    #[serde(default)]
+    tls_ca_file: Option<Spanned<String>>,
+    /// A DNS-over-TLS connection with nothing in flight for this long is closed.
+    #[serde(default = "default_tls_idle_timeout_ms")]
+    tls_idle_timeout_ms: Spanned<u64>,
     /// A resolv.conf-format file of servers (written by DHCP hooks), watched.
     #[serde(default)]
     servers_file: Option<Spanned<String>>,
@@ -280,6 +293,33 @@ pub struct Limits {
     pub tcp_max_pipelined: usize,
 }
 
+/// CA certificates read from a zone's `tls_ca_file`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CaBundle {
+    /// The file they came from.
+    pub path: PathBuf,
+    /// The certificates (DER), at least one.
+    pub certs: Vec<CertificateDer<'static>>,
+}
+
+/// How a zone's DNS-over-TLS servers are asked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsConfig {
+    /// Trust anchors from `tls_ca_file`; `None` means the system's CA store.
+    pub ca: Option<CaBundle>,
+    /// Idle time after which a connection is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> TlsConfig {
+        TlsConfig {
+            ca: None,
+            idle_timeout: Duration::from_millis(default_tls_idle_timeout_ms().into_inner()),
+        }
+    }
+}
+
 /// One validated zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneConfig {
@@ -288,7 +328,9 @@ pub struct ZoneConfig {
     /// Reverse-zone names derived from `networks`, normalised like `name`.
     pub reverse_zones: Vec<String>,
     /// Static servers in the order they are tried (after the servers file's).
-    pub servers: Vec<SocketAddr>,
+    pub servers: Vec<ServerSpec>,
+    /// Settings for the zone's `tls://` servers.
+    pub tls: TlsConfig,
     /// The watched resolv.conf-format file, if any.
     pub servers_file: Option<PathBuf>,
     /// Per-attempt timeout.
@@ -813,6 +855,8 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
         networks,
         servers,
         servers_file,
+        tls_ca_file,
+        tls_idle_timeout_ms,
         timeout_ms,
         failover_rcodes,
         cache,
@@ -868,13 +912,14 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
 
     let mut addrs = Vec::new();
     for s in &servers {
-        let a = parse_config_addr(s.get_ref(), Some(53))
+        let a = parse_server(s.get_ref())
             .map_err(|m| src.err(s.span(), &key("servers"), format!("`{}`: {m}", s.get_ref())))?;
-        if a.port() == 0 {
+        if a.addr.port() == 0 {
             return Err(src.err(s.span(), &key("servers"), "port 0 is not a server port"));
         }
         addrs.push(a);
     }
+    let tls = validate_tls(tls_ca_file, tls_idle_timeout_ms, &key, src)?;
 
     let servers_file = match servers_file {
         Some(f) if f.get_ref().trim().is_empty() => {
@@ -918,11 +963,70 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
         name: zname,
         reverse_zones,
         servers: addrs,
+        tls,
         servers_file,
         timeout: Duration::from_millis(t),
         failover_rcodes: rcodes,
         cache,
     })
+}
+
+fn validate_tls(
+    ca_file: Option<Spanned<String>>,
+    idle_ms: Spanned<u64>,
+    key: &dyn Fn(&str) -> String,
+    src: &Source<'_>,
+) -> Result<TlsConfig, ConfigError> {
+    let ca = match ca_file {
+        None => None,
+        Some(f) if f.get_ref().trim().is_empty() => {
+            return Err(src.err(f.span(), &key("tls_ca_file"), "must not be empty"))
+        }
+        Some(f) => {
+            let path = PathBuf::from(f.get_ref());
+            let certs = read_ca_file(&path).map_err(|m| {
+                src.err(
+                    f.span(),
+                    &key("tls_ca_file"),
+                    format!("`{}`: {m}", f.get_ref()),
+                )
+            })?;
+            Some(CaBundle { path, certs })
+        }
+    };
+    let idle = *idle_ms.get_ref();
+    if !(100..=600_000).contains(&idle) {
+        return Err(src.err(
+            idle_ms.span(),
+            &key("tls_idle_timeout_ms"),
+            format!("{idle} is out of range 100..=600000"),
+        ));
+    }
+    Ok(TlsConfig {
+        ca,
+        idle_timeout: Duration::from_millis(idle),
+    })
+}
+
+/// Reads a PEM bundle of CA certificates (a zone's `tls_ca_file`).
+///
+/// # Errors
+/// Why the file is unusable: unreadable, not PEM, or no usable certificate in it.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let text = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate bundle: {e:?}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in it (expected PEM `BEGIN CERTIFICATE` blocks)".into());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (good, _) = roots.add_parsable_certificates(certs.iter().cloned());
+    if good == 0 {
+        return Err("none of its certificates can be used as a trust anchor".into());
+    }
+    Ok(certs)
 }
 
 /// True if `ip` is covered by one of `allow`.
@@ -980,8 +1084,10 @@ cache = false
         let z = &c.zones[0];
         assert_eq!(z.name, "karhu.xyz");
         assert_eq!(z.reverse_zones, vec!["121.168.192.in-addr.arpa"]);
-        assert_eq!(z.servers[0], "192.168.121.1:53".parse().unwrap());
-        assert_eq!(z.servers[1], "[::1]:5353".parse().unwrap());
+        assert_eq!(z.servers[0].to_string(), "192.168.121.1:53");
+        assert_eq!(z.servers[1].to_string(), "[::1]:5353");
+        assert_eq!(z.tls.idle_timeout, Duration::from_secs(10));
+        assert_eq!(z.tls.ca, None);
         assert_eq!(z.timeout, Duration::from_millis(500));
         assert_eq!(z.failover_rcodes, vec![2]);
         assert!(!z.cache);
@@ -1191,5 +1297,88 @@ cache = false
             e.contains("duplicate zone `121.168.192.in-addr.arpa`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tls_servers_and_their_settings() {
+        let dir = std::env::temp_dir().join(format!("splitdns-cfg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        let good = dir.join("ca.pem");
+        std::fs::write(&good, ca.cert.pem()).unwrap();
+        let c = parse(&format!(
+            "[[zone]]\nname = \".\"\nservers = [\"tls://9.9.9.9#dns.quad9.net\", \"10.0.0.1\", \"tls://[::1]:8853\"]\ntls_ca_file = \"{}\"\ntls_idle_timeout_ms = 2500\n",
+            good.display()
+        ))
+        .unwrap();
+        let z = &c.zones[0];
+        let shown: Vec<String> = z.servers.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "tls://9.9.9.9:853#dns.quad9.net",
+                "10.0.0.1:53",
+                "tls://[::1]:8853"
+            ]
+        );
+        assert_eq!(z.tls.ca.as_ref().unwrap().certs.len(), 1);
+        assert_eq!(z.tls.idle_timeout, Duration::from_millis(2500));
+
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "hello\n").unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(
+            &junk,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let with_ca = |p: &Path| {
+            err(&format!(
+                "[[zone]]\nname = \"a\"\nservers = [\"tls://10.0.0.1\"]\ntls_ca_file = \"{}\"\n",
+                p.display()
+            ))
+        };
+        let e = with_ca(&dir.join("missing.pem"));
+        assert!(
+            e.contains("test.toml:4:15: zone[0].tls_ca_file: `") && e.contains("cannot read"),
+            "{e}"
+        );
+        assert!(
+            with_ca(&empty).contains("zone[0].tls_ca_file: `"),
+            "names the key"
+        );
+        assert!(with_ca(&empty).contains("no certificate"));
+        assert!(with_ca(&junk).contains("zone[0].tls_ca_file"));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[zone]]\nname = \"a\"\nservers = [\"tls://10.0.0.1#bad name\"]\n",
+                "test.toml:3:12: zone[0].servers: `tls://10.0.0.1#bad name`: `#bad name`: not a usable TLS authentication name",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\nservers = [\"https://10.0.0.1\"]\n",
+                "zone[0].servers: `https://10.0.0.1`: unknown scheme",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\nservers = [\"tls://10.0.0.1:0\"]\n",
+                "zone[0].servers: port 0",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\ntls_ca_file = \"\"\n",
+                "zone[0].tls_ca_file: must not be empty",
+            ),
+            (
+                "[[zone]]\nname = \"a\"\ntls_idle_timeout_ms = 5\n",
+                "test.toml:3:23: zone[0].tls_idle_timeout_ms: 5 is out of range",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(
+                got.contains(want),
+                "for {text:?}\n got: {got}\nwant: {want}"
+            );
+        }
     }
 }

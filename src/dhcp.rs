@@ -24,6 +24,11 @@ pub struct ServersFile {
     pub servers: Vec<SocketAddr>,
     /// One message per skipped line.
     pub warnings: Vec<String>,
+    /// Lines that are configuration mistakes rather than runtime noise (a `tls://` server:
+    /// DNS over TLS needs an authentication name and trust that only the config can give).
+    /// They are skipped like the others and also listed in `warnings`; `check` fails on
+    /// them. Each is `(line number, message)`.
+    pub errors: Vec<(usize, String)>,
 }
 
 /// Parses resolv.conf-format text. Addresses may carry a port (`ip:port`, `[v6]:port`);
@@ -44,6 +49,18 @@ pub fn parse(text: &str) -> ServersFile {
                 .push(format!("line {}: `nameserver` without an address", n + 1));
             continue;
         };
+        if addr
+            .get(..crate::net::TLS_SCHEME.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(crate::net::TLS_SCHEME))
+        {
+            let m = format!(
+                "`{}`: DNS-over-TLS servers cannot come from a servers file; list them in the zone's `servers`",
+                addr.escape_debug()
+            );
+            out.warnings.push(format!("line {}: {m}", n + 1));
+            out.errors.push((n + 1, m));
+            continue;
+        }
         match parse_server_addr(addr, Some(53)) {
             Ok(a) if a.port() == 0 => out.warnings.push(format!(
                 "line {}: `{addr}`: port 0 is not a server port",
@@ -146,6 +163,17 @@ mod tests {
         let f = parse("nameserver\nnameserver dns.example\nnameserver fe80::1%eth0\nnameserver 1.1.1.1:0\nnameserver 9.9.9.9\n");
         assert_eq!(f.servers, vec!["9.9.9.9:53".parse().unwrap()]);
         assert_eq!(f.warnings.len(), 4);
+    }
+
+    #[test]
+    fn tls_servers_are_config_errors() {
+        let tls = parse("nameserver 10.0.0.1\nnameserver tls://9.9.9.9#dns.quad9.net\n");
+        assert_eq!(tls.servers, vec!["10.0.0.1:53".parse().unwrap()]);
+        assert_eq!(tls.errors.len(), 1);
+        assert_eq!(tls.errors[0].0, 2);
+        assert!(tls.errors[0].1.contains("cannot come from a servers file"));
+        assert!(tls.warnings[0].starts_with("line 2: `tls://9.9.9.9#dns.quad9.net`"));
+        assert!(parse("nameserver TLS://9.9.9.9\n").errors.len() == 1);
     }
 
     #[test]

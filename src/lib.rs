@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - `config`: the TOML file, validated into typed values (errors name file:line:col + key).
-//! - `net`: server addresses and CIDR networks.
+//! - `net`: server addresses (`IP[:PORT]`, `tls://IP[:PORT][#AUTH-NAME]`) and CIDR networks.
 //! - `route`: suffix → zone (longest match on label boundaries, DS to the parent).
 //! - `dhcp`: the resolv.conf-format servers file DHCP hooks write.
 //! - `hook`: `splitdns dhcp-hook`, which writes that file from dhclient/udhcpc.
@@ -12,8 +12,9 @@
 //! - `local`: queries answered locally, never forwarded (zone transfers, CHAOS,
 //!   `localhost.`, RFC 6303 private reverse zones).
 //! - `cache`: wire-format answer cache with TTL countdown and RFC 2308 negatives.
-//! - `upstream/`: the upstream servers (one `Server` per address, kept across reloads), one
-//!   exchange per transport, the in-order failover loop with back-off, loop detection.
+//! - `upstream/`: the upstream servers (one `Server` per address and transport, kept across
+//!   reloads), one exchange per transport (UDP, TCP, DNS over TLS with pooled pipelined
+//!   connections), the in-order failover loop with back-off, loop detection.
 //! - `forward`: the per-query pipeline (parse, route, cache, upstream, reply).
 //! - `server`: UDP receive loops with the cache-hit fast path, and the TCP front end.
 //! - `event/`: one JSON event per query (the record, its JSON line, the writer thread).

@@ -95,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check => {
             let config = Config::load(&cli.config)?;
+            servers_file_errors(&config)?;
             let files = reload::read_servers_files(&config);
             let (snap, warnings) = state::Snapshot::build(
                 Arc::new(config.clone()),
@@ -191,6 +192,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What `check` refuses in a servers file although `serve` only skips it (a `tls://`
+/// server, which needs settings only the config can give).
+fn servers_file_errors(config: &Config) -> anyhow::Result<()> {
+    use splitdns::dhcp;
+    for (i, z) in config.zones.iter().enumerate() {
+        let Some(path) = &z.servers_file else {
+            continue;
+        };
+        let Ok(Some(bytes)) = dhcp::read(path) else {
+            continue;
+        };
+        if let Some((line, m)) = dhcp::parse_bytes(&bytes).errors.first() {
+            anyhow::bail!("{}:{line}: zone[{i}].servers_file: {m}", path.display());
+        }
+    }
+    Ok(())
 }
 
 fn zone_summary(z: &state::Zone, zc: &splitdns::config::ZoneConfig) -> String {

@@ -1,10 +1,12 @@
 //! Address types shared by the config and the runtime: server addresses written as
-//! `ip`, `ip:port` or `[v6]:port`, and CIDR networks (for `allow` and for deriving a
-//! zone's reverse zones from `networks`). Pure functions, no I/O.
+//! `ip`, `ip:port` or `[v6]:port` (plain DNS) or `tls://ip[:port][#auth-name]` (DNS over
+//! TLS), and CIDR networks (for `allow` and for deriving a zone's reverse zones from
+//! `networks`). Pure functions, no I/O.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Parses `ip`, `ip:port`, `[v6]` or `[v6]:port`. Without a port, `default_port` is used;
 /// if that is `None` a port is required.
@@ -50,6 +52,149 @@ pub fn parse_config_addr(s: &str, default_port: Option<u16>) -> Result<SocketAdd
         ));
     }
     parse_server_addr(t, default_port)
+}
+
+/// The port DNS over TLS uses when none is written (RFC 7858 §3.1).
+pub const DOT_PORT: u16 = 853;
+/// The prefix that marks a DNS-over-TLS server.
+pub const TLS_SCHEME: &str = "tls://";
+
+/// How a server is asked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Plain DNS: UDP, and TCP when a reply is truncated.
+    Plain,
+    /// DNS over TLS (RFC 7858). With an authentication name the server's certificate must
+    /// be valid for that name and SNI carries it; without one the certificate must be
+    /// valid for the server's IP address.
+    Tls {
+        /// The name the certificate is checked against (lower case, no trailing dot).
+        auth_name: Option<Arc<str>>,
+    },
+}
+
+/// A server as written in a zone's `servers`: `IP[:PORT]` (plain DNS, port 53) or
+/// `tls://IP[:PORT][#AUTH-NAME]` (DNS over TLS, port 853). The same address asked plainly
+/// and over TLS are two different servers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerSpec {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// How it is asked.
+    pub transport: Transport,
+}
+
+impl ServerSpec {
+    /// A plain-DNS server.
+    pub fn plain(addr: SocketAddr) -> ServerSpec {
+        ServerSpec {
+            addr,
+            transport: Transport::Plain,
+        }
+    }
+
+    /// True for a DNS-over-TLS server.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.transport, Transport::Tls { .. })
+    }
+}
+
+impl fmt::Display for ServerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.transport {
+            Transport::Plain => write!(f, "{}", self.addr),
+            Transport::Tls { auth_name: None } => write!(f, "{TLS_SCHEME}{}", self.addr),
+            Transport::Tls { auth_name: Some(n) } => write!(f, "{TLS_SCHEME}{}#{n}", self.addr),
+        }
+    }
+}
+
+impl FromStr for ServerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ServerSpec, String> {
+        parse_server(s)
+    }
+}
+
+/// Parses a zone's server entry: `IP[:PORT]` or `tls://IP[:PORT][#AUTH-NAME]`.
+///
+/// # Errors
+/// A short description of what is wrong.
+pub fn parse_server(s: &str) -> Result<ServerSpec, String> {
+    let s = s.trim();
+    let Some(rest) = strip_prefix_ignore_case(s, TLS_SCHEME) else {
+        if s.contains("://") {
+            return Err("unknown scheme (plain servers are written IP[:PORT], \
+                        DNS-over-TLS servers tls://IP[:PORT][#AUTH-NAME])"
+                .to_owned());
+        }
+        return parse_config_addr(s, Some(53)).map(ServerSpec::plain);
+    };
+    let (addr, name) = match rest.split_once('#') {
+        Some((a, n)) => (a, Some(n)),
+        None => (rest, None),
+    };
+    let addr = parse_config_addr(addr, Some(DOT_PORT))?;
+    let auth_name = match name {
+        None => None,
+        Some(n) => Some(Arc::from(auth_name(n)?.as_str())),
+    };
+    Ok(ServerSpec {
+        addr,
+        transport: Transport::Tls { auth_name },
+    })
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| s.get(prefix.len()..))
+        .flatten()
+}
+
+/// Checks a TLS authentication name: a host name (letters, digits, `-`, `_`; labels of
+/// 1..=63 bytes; at most 253 in all; one trailing dot allowed and dropped), lower-cased.
+/// An IP address is refused: leave the name out to check the certificate against the
+/// server's address.
+fn auth_name(n: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "`#{n}`: not a usable TLS authentication name ({why})"
+        ))
+    };
+    let name = n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase();
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return bad("an IP address; leave `#NAME` out to check the certificate against the server's address");
+    }
+    if name.len() > 253 {
+        return bad("longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return bad("each label must be 1 to 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return bad("only letters, digits, `-` and `_` may appear");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a label must not start or end with `-`");
+        }
+    }
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return bad("the last label must not be all digits");
+    }
+    Ok(name)
 }
 
 /// An IP network: address and prefix length, host bits zero.
@@ -234,6 +379,59 @@ mod tests {
         assert_eq!(p(" 10.0.0.1 ").unwrap(), "10.0.0.1:53".parse().unwrap());
         // resolv.conf keeps bare IPv6 addresses.
         assert!(parse_server_addr("fd00::1", Some(53)).is_ok());
+    }
+
+    #[test]
+    fn server_forms() {
+        let p = |s: &str| parse_server(s).unwrap();
+        assert_eq!(
+            p("10.0.0.1"),
+            ServerSpec::plain("10.0.0.1:53".parse().unwrap())
+        );
+        let tls = |addr: &str, name: Option<&str>| ServerSpec {
+            addr: addr.parse().unwrap(),
+            transport: Transport::Tls {
+                auth_name: name.map(Arc::from),
+            },
+        };
+        assert_eq!(p("tls://9.9.9.9"), tls("9.9.9.9:853", None));
+        assert_eq!(p("TLS://9.9.9.9:8853"), tls("9.9.9.9:8853", None));
+        assert_eq!(
+            p("tls://9.9.9.9#dns.Quad9.net."),
+            tls("9.9.9.9:853", Some("dns.quad9.net"))
+        );
+        assert_eq!(
+            p("tls://[2620:fe::fe]:853#dns.quad9.net"),
+            tls("[2620:fe::fe]:853", Some("dns.quad9.net"))
+        );
+        assert_eq!(p("tls://[::1]"), tls("[::1]:853", None));
+        assert!(p("tls://9.9.9.9").is_tls());
+        assert!(!p("9.9.9.9").is_tls());
+        // Display round-trips.
+        for s in [
+            "10.0.0.1:53",
+            "tls://9.9.9.9:853",
+            "tls://[2620:fe::fe]:853#dns.quad9.net",
+        ] {
+            assert_eq!(p(s).to_string(), s);
+            assert_eq!(p(&p(s).to_string()), p(s));
+        }
+    }
+
+    #[test]
+    fn bad_servers() {
+        let e = |s: &str| parse_server(s).unwrap_err();
+        assert!(e("https://9.9.9.9").contains("unknown scheme"));
+        assert!(e("tls://dns.quad9.net").contains("not an IP address"));
+        assert!(e("tls://9.9.9.9#").contains("empty"));
+        assert!(e("tls://9.9.9.9#1.2.3.4").contains("an IP address"));
+        assert!(e("tls://9.9.9.9#bad name").contains("only letters"));
+        assert!(e("tls://9.9.9.9#a..b").contains("1 to 63"));
+        assert!(e("tls://9.9.9.9#-a.b").contains("start or end"));
+        assert!(e("tls://9.9.9.9#a.123").contains("all digits"));
+        assert!(e(&format!("tls://9.9.9.9#{}", "a".repeat(64))).contains("1 to 63"));
+        assert!(e("tls://9.9.9.9:99999").contains("not an IP address"));
+        assert!(e("tls://fd00::1:853").contains("needs brackets"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use crate::cache::Cache;
 use crate::config::{CacheConfig, Config};
 use crate::event::EventSink;
-use crate::net::Cidr;
+use crate::net::{Cidr, ServerSpec};
 use crate::route::RouteTable;
 use crate::upstream::{Loops, Policy, Registry, Server};
 
@@ -97,17 +97,20 @@ impl Snapshot {
             let mut servers: Vec<Arc<Server>> = Vec::new();
             let file_list = zc.servers_file.as_ref().and_then(|p| files.get(p));
             let mut from_file = 0;
-            for (from, list) in [(true, file_list), (false, Some(&zc.servers))] {
-                for &s in list.into_iter().flatten() {
-                    if is_own_address(listen, s) {
-                        warnings.push(format!(
-                            "zone `{}`: server {s} is splitdns itself; dropped to avoid a forwarding loop",
-                            zc.name
-                        ));
-                    } else if !servers.iter().any(|x| x.addr == s) {
-                        servers.push(registry.get(s));
-                        from_file += usize::from(from);
-                    }
+            let file_specs = file_list
+                .into_iter()
+                .flatten()
+                .map(|a| (true, ServerSpec::plain(*a)));
+            let static_specs = zc.servers.iter().map(|s| (false, s.clone()));
+            for (from, s) in file_specs.chain(static_specs) {
+                if is_own_address(listen, s.addr) {
+                    warnings.push(format!(
+                        "zone `{}`: server {s} is splitdns itself; dropped to avoid a forwarding loop",
+                        zc.name
+                    ));
+                } else if !servers.iter().any(|x| x.spec == s) {
+                    servers.push(registry.get_spec(&s, &zc.tls));
+                    from_file += usize::from(from);
                 }
             }
             if servers.is_empty() {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{QueryEvent, SCHEMA_VERSION};
+use super::{QueryEvent, TlsConn, SCHEMA_VERSION};
 
 fn rcode_name(code: u16) -> std::borrow::Cow<'static, str> {
     match code {
@@ -197,6 +197,23 @@ fn json_ms(out: &mut Vec<u8>, d: Duration) {
     push_padded(out, us % 1000, 3);
 }
 
+/// `,"tls":{"connection":"reused"}` or
+/// `,"tls":{"connection":"new","handshake_ms":N,"resumed":B}`.
+fn push_tls(out: &mut Vec<u8>, t: TlsConn) {
+    match t.handshake {
+        Some(h) if !t.reused => {
+            out.extend_from_slice(b",\"tls\":{\"connection\":\"new\",\"handshake_ms\":");
+            json_ms(out, h);
+            out.extend_from_slice(if t.resumed {
+                b",\"resumed\":true}" as &[u8]
+            } else {
+                b",\"resumed\":false}"
+            });
+        }
+        _ => out.extend_from_slice(b",\"tls\":{\"connection\":\"reused\"}"),
+    }
+}
+
 fn json_null_or<T>(out: &mut Vec<u8>, v: Option<T>, f: impl FnOnce(&mut Vec<u8>, T)) {
     match v {
         Some(v) => f(out, v),
@@ -249,6 +266,9 @@ impl QueryEvent {
             out.extend_from_slice(a.outcome.as_str().as_bytes());
             out.extend_from_slice(b"\",\"ms\":");
             json_ms(out, a.elapsed);
+            if let Some(t) = a.tls {
+                push_tls(out, t);
+            }
             out.push(b'}');
         }
         out.extend_from_slice(b"],\"rcode\":");
@@ -296,6 +316,7 @@ mod tests {
             proto: Proto::Udp,
             outcome: Outcome::Timeout,
             elapsed: Duration::from_micros(1500),
+            tls: None,
         });
         ev.rcode = Some(3);
         let mut out = Vec::new();
@@ -305,6 +326,10 @@ mod tests {
         assert_eq!(v["qtype"], "SRV");
         assert_eq!(v["rcode"], "NXDOMAIN");
         assert_eq!(v["attempts"][0]["outcome"], "timeout");
+        assert!(
+            v["attempts"][0].get("tls").is_none(),
+            "tls only on tls attempts"
+        );
         assert_eq!(v["attempts"][0]["ms"], 1.5);
         assert_eq!(v["cache"], "off");
         assert_eq!(v["upstream"], serde_json::Value::Null);
@@ -318,5 +343,39 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["qname"], "a\\034\\092\\001.");
         assert_eq!(v["error"], "x");
+    }
+
+    #[test]
+    fn tls_attempts_say_how_they_used_the_connection() {
+        let mut ev = QueryEvent::new(UNIX_EPOCH, "127.0.0.1:5000".parse().unwrap(), Proto::Udp);
+        let tls = |tls| Attempt {
+            server: "127.0.0.1:853".parse().unwrap(),
+            proto: Proto::Tls,
+            outcome: Outcome::Answer,
+            elapsed: Duration::from_millis(3),
+            tls,
+        };
+        ev.attempts.push(tls(Some(TlsConn {
+            reused: false,
+            handshake: Some(Duration::from_micros(2250)),
+            resumed: true,
+        })));
+        ev.attempts.push(tls(Some(TlsConn {
+            reused: true,
+            handshake: None,
+            resumed: false,
+        })));
+        ev.attempts.push(tls(None));
+        let mut out = Vec::new();
+        ev.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let a = &v["attempts"];
+        assert_eq!(a[0]["proto"], "tls");
+        assert_eq!(
+            a[0]["tls"],
+            serde_json::json!({"connection": "new", "handshake_ms": 2.25, "resumed": true})
+        );
+        assert_eq!(a[1]["tls"], serde_json::json!({"connection": "reused"}));
+        assert!(a[2].get("tls").is_none());
     }
 }

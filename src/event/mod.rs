@@ -17,7 +17,7 @@
 //! | `zone` | string or null | the zone the query routed to |
 //! | `cache` | string | `hit`, `miss`, `stale`, or `off` (cache disabled or not consulted) |
 //! | `upstream` | string or null | the server whose answer was returned |
-//! | `attempts` | array | each upstream try in order: `{server, proto, outcome, ms}`; outcome is `answer`, `timeout`, `servfail`, `refused`, `error` or `truncated` |
+//! | `attempts` | array | each upstream try in order: `{server, proto, outcome, ms}`; proto is `udp`, `tcp` or `tls`; outcome is `answer`, `timeout`, `servfail`, `refused`, `error`, `truncated`, `lost`, `noedns` or `loop`. A `tls` attempt that got a connection also has `tls`: `{"connection": "reused"}`, or `{"connection": "new", "handshake_ms": N, "resumed": BOOL}` when it waited for a new connection's TCP and TLS handshake |
 //! | `rcode` | string or null | rcode of the reply sent (`NOERROR`, `NXDOMAIN`, ...), null if none was sent |
 //! | `answers` | number | records in the answer section of the reply |
 //! | `tc` | bool | the reply was truncated (TC=1) |
@@ -53,14 +53,17 @@ pub enum Proto {
     Udp,
     /// TCP.
     Tcp,
+    /// DNS over TLS (upstream attempts only).
+    Tls,
 }
 
 impl Proto {
-    /// `udp` / `tcp`.
+    /// `udp` / `tcp` / `tls`.
     pub fn as_str(self) -> &'static str {
         match self {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
         }
     }
 }
@@ -140,6 +143,20 @@ pub struct Attempt {
     pub outcome: Outcome,
     /// How long it took.
     pub elapsed: Duration,
+    /// For DNS over TLS: how the attempt used its connection (`None` for other transports,
+    /// or when it never got a connection).
+    pub tls: Option<TlsConn>,
+}
+
+/// How a DNS-over-TLS attempt used its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsConn {
+    /// The query went on a connection that was already open.
+    pub reused: bool,
+    /// For a new connection: how long its TCP connect plus TLS handshake took.
+    pub handshake: Option<Duration>,
+    /// The new connection resumed an earlier TLS session (RFC 8446 §2.2).
+    pub resumed: bool,
 }
 
 /// A question name kept inline (no allocation on the hit path).

@@ -12,17 +12,23 @@
 //! - FORMERR or NOTIMP to a query with OPT → the same server again without OPT (RFC 6891
 //!   §7); if that works the server is remembered as EDNS-less for a while;
 //! - TC → the same server over TCP; a TCP failure there is the server failing;
-//! - every query with OPT carries a loop marker ([`loops`]).
+//! - every query with OPT carries a loop marker ([`loops`]);
+//! - a DNS-over-TLS server is asked over its pool of pipelined connections instead
+//!   ([`tls`]); a failed handshake, a dropped connection or a timeout fails the server like
+//!   a UDP timeout, and there is never a plain-DNS fallback to it.
 //!
-//! A [`Server`] is one upstream as queries see it: its address plus its runtime state
-//! (health). The [`Registry`] hands out one `Arc<Server>` per address and keeps it across
-//! reloads, so a snapshot's zones hold their servers directly and a query never takes a
-//! lock shared with other servers.
+//! A [`Server`] is one upstream as queries see it: its address and transport (plain DNS or
+//! DNS over TLS with its authentication name and trust) plus its runtime state (health, and
+//! for TLS its connection pool). The [`Registry`] hands out one `Arc<Server>` per identity
+//! and keeps it across reloads, so a snapshot's zones hold their servers directly and a
+//! query never takes a lock shared with other servers. The same address asked plainly and
+//! over TLS are two servers, each with its own health.
 //!
 //! # Layout
 //! - this file: `Server`, `Registry`, `Policy`, the failover loop and one exchange;
 //! - `health`: per-server back-off, probes, round-trip time, EDNS memory;
 //! - `udp`, `tcp`: the sockets of one exchange over each transport;
+//! - `tls`: DNS over TLS, a pool of pipelined connections per server;
 //! - `loops`: per-query forwarding-loop markers.
 //!
 //! This module does not read config, touch the cache or write events: callers pass what it
@@ -36,12 +42,15 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use crate::event::{Attempt, Outcome, Proto};
+use crate::config::TlsConfig;
+use crate::event::{Attempt, Outcome, Proto, TlsConn};
+use crate::net::{ServerSpec, Transport};
 use crate::wire::{self, rcode, Query, Reply};
 
 mod health;
 mod loops;
 mod tcp;
+pub mod tls;
 mod udp;
 
 pub use health::{Health, Rtt, Turn, BACKOFF_MAX, BACKOFF_MIN, EDNS_LESS_FOR, RTO_FLOOR};
@@ -59,33 +68,86 @@ pub enum UpstreamError {
     /// A TCP reply that did not match our query, or was malformed.
     #[error("reply does not match the query")]
     Mismatch,
+    /// DNS over TLS failed: connect, handshake (verification), or the connection broke.
+    #[error("{0}")]
+    Tls(tls::TlsError),
 }
 
-/// One upstream server: where it is, and what we have learnt about it.
+impl UpstreamError {
+    /// True if the failure is our own bound on queries in flight, not the server's fault
+    /// (it does not count against the server's health).
+    pub fn is_local(&self) -> bool {
+        matches!(self, UpstreamError::Tls(tls::TlsError::Busy))
+    }
+}
+
+/// One upstream server: where it is, how it is asked, and what we have learnt about it.
 #[derive(Debug)]
 pub struct Server {
     /// Its address.
     pub addr: SocketAddr,
+    /// Its address and transport, as written in the config (`tls://…` for DoT).
+    pub spec: ServerSpec,
     /// Back-off, round-trip time, EDNS support.
     pub health: Health,
     /// Queries sent to it that came back to us (a forwarding loop).
     pub loops_seen: AtomicU64,
+    /// For DNS over TLS: its connections (`Err` says why none can be made).
+    tls: Option<Result<tls::Pool, String>>,
+    /// The TLS settings it was made with (part of its identity).
+    tls_config: Option<TlsConfig>,
 }
 
 impl Server {
-    /// A server with no history (tests, `check`).
+    /// A plain-DNS server with no history (tests, `check`).
     pub fn new(addr: SocketAddr) -> Server {
         Server {
             addr,
+            spec: ServerSpec::plain(addr),
             health: Health::default(),
             loops_seen: AtomicU64::new(0),
+            tls: None,
+            tls_config: None,
+        }
+    }
+
+    /// A server with no history: plain DNS, or DNS over TLS with `tls`'s trust and idle
+    /// time.
+    pub fn with_spec(spec: &ServerSpec, tls: &TlsConfig) -> Server {
+        let Transport::Tls { auth_name } = &spec.transport else {
+            return Server::new(spec.addr);
+        };
+        let pool = tls::Pool::new(
+            spec.addr,
+            auth_name.as_deref(),
+            tls.ca.as_ref().map(|c| c.certs.as_slice()),
+            tls.idle_timeout,
+        );
+        if let Err(e) = &pool {
+            tracing::warn!(upstream = %spec, error = %e, "cannot set up TLS for this server; every query to it fails");
+        }
+        Server {
+            addr: spec.addr,
+            spec: spec.clone(),
+            health: Health::default(),
+            loops_seen: AtomicU64::new(0),
+            tls: Some(pool),
+            tls_config: Some(tls.clone()),
+        }
+    }
+
+    /// Open DNS-over-TLS connections to this server (0 for plain servers).
+    pub fn tls_connections(&self) -> usize {
+        match &self.tls {
+            Some(Ok(pool)) => pool.open_connections(),
+            _ => 0,
         }
     }
 }
 
 impl PartialEq for Server {
     fn eq(&self, other: &Server) -> bool {
-        self.addr == other.addr
+        self.spec == other.spec && self.tls_config == other.tls_config
     }
 }
 
@@ -93,20 +155,30 @@ impl Eq for Server {}
 
 impl std::fmt::Display for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.addr.fmt(f)
+        self.spec.fmt(f)
     }
 }
 
-/// One `Arc<Server>` per address for the life of the process, so health survives reloads.
-/// Locked only while a snapshot is built, never per query.
+/// What makes two servers the same: address, transport and authentication name, and for
+/// TLS the trust and idle time it was configured with.
+type Identity = (ServerSpec, Option<TlsConfig>);
+
+/// One `Arc<Server>` per identity for the life of the process, so health (and DoT
+/// connections and TLS sessions) survive reloads. Locked only while a snapshot is built,
+/// never per query.
 #[derive(Debug, Default)]
 pub struct Registry {
-    servers: Mutex<FxHashMap<SocketAddr, Arc<Server>>>,
+    servers: Mutex<FxHashMap<Identity, Arc<Server>>>,
 }
 
 impl Registry {
-    /// The server for `addr`, created on first use.
+    /// The plain-DNS server at `addr`, created on first use.
     pub fn get(&self, addr: SocketAddr) -> Arc<Server> {
+        self.get_spec(&ServerSpec::plain(addr), &TlsConfig::default())
+    }
+
+    /// The server `spec` names (with `tls` for a `tls://` one), created on first use.
+    pub fn get_spec(&self, spec: &ServerSpec, tls: &TlsConfig) -> Arc<Server> {
         let mut m = match self.servers.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -115,8 +187,9 @@ impl Registry {
             // Forget servers no snapshot uses any more (only the registry holds them).
             m.retain(|_, s| Arc::strong_count(s) > 1);
         }
-        m.entry(addr)
-            .or_insert_with(|| Arc::new(Server::new(addr)))
+        let key = (spec.clone(), spec.is_tls().then(|| tls.clone()));
+        m.entry(key)
+            .or_insert_with(|| Arc::new(Server::with_spec(spec, tls)))
             .clone()
     }
 }
@@ -262,7 +335,14 @@ impl Ask<'_> {
             Ok(ans) => ans,
             Err(e) => {
                 tracing::debug!(upstream = %server, error = %e, "attempt failed");
-                server.health.failed(turn, Instant::now());
+                if e.is_local() {
+                    // Not the server's fault: its probe turn (if any) passes to another query.
+                    if turn == Turn::Probe {
+                        server.health.abandon();
+                    }
+                } else {
+                    server.health.failed(turn, Instant::now());
+                }
                 return Step::Next { answered: false };
             }
         };
@@ -320,6 +400,32 @@ pub async fn exchange(
     let lower: Vec<u8> = q.qname().to_ascii_lowercase();
     let marker = loops.marker(&lower, via, start);
     let mut opt = (!server.health.edns_less(start)).then_some(&marker.options[..]);
+    if let Some(pool) = &server.tls {
+        let pool = pool.as_ref().map_err(|e| {
+            tls_attempt(attempts, addr, Outcome::Error, start, None);
+            UpstreamError::Tls(tls::TlsError::Handshake(e.clone()))
+        })?;
+        let (mut bytes, mut reply) = tls_round(pool, addr, q, opt, end, attempts).await?;
+        if opt.is_some() && rejects_edns(reply.rcode) {
+            if let Some(last) = attempts.last_mut() {
+                last.outcome = Outcome::NoEdns;
+            }
+            opt = None;
+            (bytes, reply) = tls_round(pool, addr, q, None, end, attempts).await?;
+            if !rejects_edns(reply.rcode) {
+                tracing::info!(upstream = %server, "server rejects EDNS; asking it without EDNS for a while");
+                server.health.set_edns_less(Instant::now());
+            }
+        }
+        let looped = opt.is_some() && loops.came_back(marker.nonce);
+        let (bytes, reply) = with_question(bytes, reply, q);
+        return Ok(Answer {
+            server: addr,
+            bytes,
+            reply,
+            looped,
+        });
+    }
     let (mut bytes, mut reply) = udp_rounds(server, q, opt, end, ceiling, attempts).await?;
     if opt.is_some() && rejects_edns(reply.rcode) {
         if let Some(last) = attempts.last_mut() {
@@ -355,6 +461,7 @@ pub async fn exchange(
             proto: Proto::Tcp,
             outcome,
             elapsed: tcp_start.elapsed(),
+            tls: None,
         });
         (bytes, reply) = got?;
     }
@@ -366,6 +473,52 @@ pub async fn exchange(
         reply,
         looped,
     })
+}
+
+/// One query over DNS over TLS until `end`, recorded as one `tls` attempt with how it used
+/// its connection.
+async fn tls_round(
+    pool: &tls::Pool,
+    addr: SocketAddr,
+    q: &Query<'_>,
+    opt: Option<&[u8]>,
+    end: Instant,
+    attempts: &mut Vec<Attempt>,
+) -> Result<(Vec<u8>, Reply), UpstreamError> {
+    let start = Instant::now();
+    match pool
+        .exchange(q, opt, end.saturating_duration_since(start))
+        .await
+    {
+        Ok(a) => {
+            tls_attempt(attempts, addr, Outcome::Answer, start, Some(a.conn));
+            Ok((a.bytes, a.reply))
+        }
+        Err(f) => {
+            let (outcome, err) = match f.error {
+                None => (Outcome::Timeout, UpstreamError::Timeout),
+                Some(e) => (Outcome::Error, UpstreamError::Tls(e)),
+            };
+            tls_attempt(attempts, addr, outcome, start, f.conn);
+            Err(err)
+        }
+    }
+}
+
+fn tls_attempt(
+    attempts: &mut Vec<Attempt>,
+    server: SocketAddr,
+    outcome: Outcome,
+    start: Instant,
+    conn: Option<TlsConn>,
+) {
+    attempts.push(Attempt {
+        server,
+        proto: Proto::Tls,
+        outcome,
+        elapsed: start.elapsed(),
+        tls: conn,
+    });
 }
 
 /// The UDP part of a turn: send, and send again with a new ID each time the retransmit
@@ -389,6 +542,7 @@ async fn udp_rounds(
                 proto: Proto::Udp,
                 outcome: Outcome::Error,
                 elapsed: Duration::ZERO,
+                tls: None,
             });
             return Err(e.into());
         }
@@ -417,6 +571,7 @@ async fn udp_rounds(
                 proto: Proto::Udp,
                 outcome: Outcome::Lost,
                 elapsed: Duration::ZERO,
+                tls: None,
             });
             next_send = now + wait;
             wait = wait.saturating_mul(2);

@@ -42,6 +42,21 @@ pub struct Attempt {
     pub proto: String,
     pub outcome: String,
     pub ms: f64,
+    /// DNS-over-TLS attempts only: how the connection was used.
+    #[serde(default)]
+    pub tls: Option<TlsPart>,
+}
+
+/// The `tls` part of a DNS-over-TLS attempt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPart {
+    /// `new` or `reused`.
+    pub connection: String,
+    /// For a new connection: TCP connect plus TLS handshake.
+    pub handshake_ms: Option<f64>,
+    /// For a new connection: whether the TLS session was resumed.
+    pub resumed: Option<bool>,
 }
 
 impl Event {

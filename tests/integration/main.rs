@@ -11,6 +11,8 @@
 //!   directories, config snippets, and `bounded` (a runtime with a time limit per test).
 //! - `events`: the event schema v1 (`deny_unknown_fields`) and reading the events file.
 //! - `rng`: a seeded xorshift generator for the randomized tests.
+//! - `dotserver`: DNS-over-TLS servers: a CA minted per test (rcgen), real unbound DoT
+//!   instances on loopback, in-process misbehaving ones, connection counting.
 //! - `process`: the real binary, with a guard that kills it by PID and prints its stderr.
 //! - `nsd`: a real authoritative server (NSD) on a free loopback port, for real answers.
 //!
@@ -39,6 +41,8 @@
 //! - `lifecycle`: shutdown drains in-flight queries and flushes events.
 //! - `servers_file`: DHCP-written servers file order and reload.
 //! - `config_files`: every shipped config and every fixture.
+//! - `dot`: issue 13, DNS-over-TLS upstreams (answers, pooling and pipelining, strict
+//!   verification and failover, idle close and resumption, padding, `check`/`route`).
 //! - `cli`: the real binary end to end (`serve`, `check`, `route`, SIGHUP, SIGTERM).
 //! - `generate`: the man page (checked with groff) and shell completions (run in bash).
 
@@ -53,6 +57,7 @@
 
 mod client;
 mod daemon;
+mod dotserver;
 mod events;
 mod fake;
 mod nsd;
@@ -66,6 +71,7 @@ mod bounds;
 mod cache;
 mod cli;
 mod config_files;
+mod dot;
 mod ede;
 mod event_log;
 mod failover;
