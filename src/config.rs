@@ -78,8 +78,8 @@ fn default_max_ttl_secs() -> u32 {
 fn default_max_negative_ttl_secs() -> u32 {
     3_600
 }
-fn default_events_output() -> String {
-    "stdout".to_owned()
+fn default_events_output() -> Spanned<String> {
+    Spanned::new(0..0, "stdout".to_owned())
 }
 fn default_timeout_ms() -> Spanned<u64> {
     Spanned::new(0..0, 1_000)
@@ -177,7 +177,7 @@ impl Default for RawCache {
 struct RawEvents {
     /// "stdout", "stderr", "off" or a file path.
     #[serde(default = "default_events_output")]
-    output: String,
+    output: Spanned<String>,
 }
 
 impl Default for RawEvents {
@@ -364,6 +364,10 @@ pub struct Config {
     pub limits: Limits,
     /// Zones in file order.
     pub zones: Vec<ZoneConfig>,
+    /// Where some keys were written (key, line, column), for errors found after loading
+    /// (`check`'s look at users and files): `user`, `events.output`,
+    /// `zone[N].servers_file`.
+    pub key_positions: Vec<(String, usize, usize)>,
 }
 
 /// Turns byte offsets into line/column and builds errors that point into the file.
@@ -642,6 +646,23 @@ impl Config {
 }
 
 impl Config {
+    /// An error about `key` found after loading, at the line where the key was written
+    /// (line 1, column 1 when it was not: a default).
+    pub fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let (line, col) = self
+            .key_positions
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map_or((1, 1), |(_, l, c)| (*l, *c));
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line,
+            col,
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
     /// Replaces `listen` with addresses from the command line, under the same rule as the
     /// file: a non-loopback address needs an explicit `allow`.
     ///
@@ -683,6 +704,23 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         return Err(src.err(0..0, "listen", "at least one listen address is needed"));
     }
 
+    let mut key_positions = Vec::new();
+    let mut remember = |key: String, span: Range<usize>| {
+        if span != (0..0) {
+            let (line, col) = line_col(src.text, span.start);
+            key_positions.push((key, line, col));
+        }
+    };
+    if let Some(u) = &user {
+        remember("user".to_owned(), u.span());
+    }
+    remember("events.output".to_owned(), events.output.span());
+    for (i, z) in zone.iter().enumerate() {
+        if let Some(f) = &z.servers_file {
+            remember(format!("zone[{i}].servers_file"), f.span());
+        }
+    }
+
     let allow_explicit = allow.is_some();
     let allow = validate_allow(allow, &listen_addrs, src)?;
     let user = match user {
@@ -697,11 +735,11 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         None => None,
     };
     let cache = validate_cache(cache, src)?;
-    let events = match events.output.as_str() {
+    let events = match events.output.get_ref().as_str() {
         "stdout" => EventsOutput::Stdout,
         "stderr" => EventsOutput::Stderr,
         "off" => EventsOutput::Off,
-        "" => return Err(src.err(0..0, "events.output", "must not be empty")),
+        "" => return Err(src.err(events.output.span(), "events.output", "must not be empty")),
         p => EventsOutput::File(PathBuf::from(p)),
     };
     let limits = validate_limits(limits, src)?;
@@ -744,6 +782,7 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         events,
         limits,
         zones,
+        key_positions,
     })
 }
 

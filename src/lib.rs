@@ -22,6 +22,7 @@
 //! - `reload`: SIGHUP and servers-file watching.
 //! - `app`: bind, run, drain.
 //! - `privs`: dropping root after binding.
+//! - `preflight`: what `check` verifies beyond the file (user, events file, servers files).
 //! - `cli`: the command line.
 //! - `generate`: the man page and shell completions from the command line's definition.
 
@@ -36,6 +37,7 @@ pub mod generate;
 pub mod hook;
 pub mod local;
 pub mod net;
+pub mod preflight;
 pub mod privs;
 pub mod reload;
 pub mod route;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use splitdns::cli::{Cli, Command};
 use splitdns::config::Config;
-use splitdns::{app, generate, hook, privs, reload, state};
+use splitdns::{app, generate, hook, preflight, privs, reload, state};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -95,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check => {
             let config = Config::load(&cli.config)?;
+            preflight::check(&config)?;
             servers_file_errors(&config)?;
             let files = reload::read_servers_files(&config);
             let (snap, warnings) = state::Snapshot::build(

@@ -58,7 +58,12 @@ fn watched_dirs(config: &Config) -> std::collections::BTreeSet<PathBuf> {
 impl DirWatch {
     /// Watches every directory holding a servers file. `None` if there are none, or if any
     /// cannot be watched (then polling covers all of them).
-    fn new(config: &Config) -> Option<DirWatch> {
+    ///
+    /// `reported` is the last "cannot watch" message logged: a directory that does not exist
+    /// is retried every `POLL_INTERVAL`, and saying so twice a second would flood the log. A
+    /// message is logged when it differs from the last one, and once more when every
+    /// directory can be watched again.
+    fn new(config: &Config, reported: &mut Option<String>) -> Option<DirWatch> {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         let dirs = watched_dirs(config);
         if dirs.is_empty() {
@@ -74,9 +79,16 @@ impl DirWatch {
             | AddWatchFlags::IN_MOVE_SELF;
         for d in &dirs {
             if let Err(e) = ino.add_watch(d.as_path(), mask) {
-                tracing::info!(dir = %d.display(), error = %e, "cannot watch directory; polling servers files instead");
+                let why = format!("{}: {e}", d.display());
+                if reported.as_deref() != Some(why.as_str()) {
+                    tracing::info!(dir = %d.display(), error = %e, "cannot watch directory; polling servers files instead (said once until it changes)");
+                    *reported = Some(why);
+                }
                 return None;
             }
+        }
+        if let Some(why) = reported.take() {
+            tracing::info!(dirs = ?dirs, previously = %why, "servers-file directories can be watched now");
         }
         let changed = Arc::new(tokio::sync::Notify::new());
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -194,7 +206,8 @@ pub async fn watch(
     cancel: CancellationToken,
     mut hup: Option<tokio::signal::unix::Signal>,
 ) {
-    let mut watch = DirWatch::new(&config);
+    let mut watch_reported = None;
+    let mut watch = DirWatch::new(&config, &mut watch_reported);
     let mut tick = tokio::time::interval(if watch.is_some() {
         WATCHED_POLL_INTERVAL
     } else {
@@ -238,7 +251,7 @@ pub async fn watch(
                 }
                 // The servers files may live elsewhere now.
                 if watch.as_ref().map(|w| &w.dirs) != Some(&watched_dirs(&config)) {
-                    watch = DirWatch::new(&config);
+                    watch = DirWatch::new(&config, &mut watch_reported);
                 }
                 tick = tokio::time::interval(if watch.is_some() { WATCHED_POLL_INTERVAL } else { POLL_INTERVAL });
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -251,7 +264,7 @@ pub async fn watch(
             _ = tick.tick() => {
                 if watch.is_none() {
                     // A directory that did not exist may exist now.
-                    watch = DirWatch::new(&config);
+                    watch = DirWatch::new(&config, &mut watch_reported);
                     if watch.is_some() {
                         tick = tokio::time::interval(WATCHED_POLL_INTERVAL);
                         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -192,6 +192,122 @@ fn check_rejects_each_validation_gap() {
     }
 }
 
+/// `check` fails where `serve` would: an unknown `user`, an events file that cannot be
+/// created, a servers file that exists but cannot be read. Each error names file:line:col
+/// and the key. (As root, files are judged for `user = "nobody"`, as `serve` opens them
+/// after dropping to it; otherwise for the user running the test.)
+#[test]
+fn check_rejects_what_serve_would_trip_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("cli-preflight");
+    let shut = dir.join("shut");
+    std::fs::create_dir(&shut).unwrap();
+    std::fs::set_permissions(&shut, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let secret = dir.write("secret.conf", "nameserver 192.0.2.1\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let open_dir = dir.join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let q = |p: &std::path::Path| toml_str(&p.to_string_lossy());
+    let zone = "[[zone]]\nname = \".\"\nservers = [\"192.0.2.53\"]\n";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("user = \"no-such-user-splitdns\"\n{zone}"),
+            ":1:8: user:",
+            "`no-such-user-splitdns` does not exist",
+        ),
+        (
+            format!(
+                "user = \"nobody\"\n[events]\noutput = {}\n{zone}",
+                q(&dir.join("no-such-dir").join("events.jsonl"))
+            ),
+            ":3:10: events.output:",
+            "does not exist",
+        ),
+        (
+            format!(
+                "user = \"nobody\"\n[events]\noutput = {}\n{zone}",
+                q(&shut.join("events.jsonl"))
+            ),
+            ":3:10: events.output:",
+            "is not writable by",
+        ),
+        (
+            format!("user = \"nobody\"\n{zone}servers_file = {}\n", q(&secret)),
+            ":5:16: zone[0].servers_file:",
+            "secret.conf",
+        ),
+    ];
+    for (body, at, what) in &cases {
+        let path = dir.write("preflight.toml", body);
+        let out = process::run(&["-c", path.to_str().unwrap(), "check"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{body}\npassed check:\n{err}");
+        let want = format!("{}{at}", path.display());
+        assert!(err.contains(&want), "{body}\nno {want:?} in\n{err}");
+        assert!(err.contains(what), "{body}\nno {what:?} in\n{err}");
+    }
+    // Fine: a writable events directory, a servers file that does not exist yet (DHCP
+    // writes it later), and events to stdout.
+    let body = format!(
+        "user = \"nobody\"\n[events]\noutput = {}\n{zone}servers_file = {}\n",
+        q(&open_dir.join("events.jsonl")),
+        q(&dir.join("later").join("upstreams.conf"))
+    );
+    let path = dir.write("fine.toml", &body);
+    let out = process::run(&["-c", path.to_str().unwrap(), "check"]);
+    assert_eq!(out.status.code(), Some(0), "{body}\n{}", text(&out.stderr));
+    assert!(
+        !open_dir.join("events.jsonl").exists(),
+        "check creates nothing"
+    );
+}
+
+/// A servers file whose directory does not exist yet is polled; that is said once, not
+/// every poll, and said again when the directory appears (then the servers are used).
+#[test]
+fn a_missing_servers_directory_is_reported_once_and_when_it_appears() {
+    bounded(LIMIT, async {
+        let p = Fake::answering(public_table()).await;
+        let dir = TempDir::new("cli-nodir");
+        let later = dir.join("later");
+        let file = later.join("upstreams.conf");
+        let config = write_config(
+            &dir,
+            "127.0.0.1:0",
+            &format!(
+                "[[zone]]\nname = \".\"\nservers_file = {}\n",
+                toml_str(&file.to_string_lossy())
+            ),
+        );
+        let mut server = Server::serve(&config, &[]);
+        let said = |s: &Server| {
+            s.stderr_lines()
+                .iter()
+                .filter(|l| l.contains("cannot watch directory"))
+                .count()
+        };
+        // Six polls' worth (the directory is retried every POLL_INTERVAL).
+        tokio::time::sleep(splitdns::reload::POLL_INTERVAL * 6).await;
+        assert_eq!(
+            said(&server),
+            1,
+            "once, not per poll:\n{}",
+            server.stderr_lines().join("\n")
+        );
+        std::fs::create_dir(&later).unwrap();
+        std::fs::write(&file, format!("nameserver {}\n", p.addr)).unwrap();
+        server.wait_line("can be watched now");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.count() == 0 {
+            assert!(Instant::now() < deadline, "servers file not used");
+            let _ = client::udp(server.udp, &query("www.example.com.", RecordType::A)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(said(&server), 1);
+    });
+}
+
 #[test]
 fn errors_say_the_os_reason_once() {
     let dir = TempDir::new("cli-once");
