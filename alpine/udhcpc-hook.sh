@@ -9,13 +9,16 @@
 # the name of the directory the link sits in. Used directly as a udhcpc script
 # (udhcpc -s), the event is $1 instead.
 #
-# It only writes the servers file, atomically (splitdns dhcp-hook does the temp file and
-# rename); splitdns watches the directory and reloads the servers by itself.
-# Stop default.script from rewriting /etc/resolv.conf with RESOLV_CONF="no" in
+# It writes the servers file, atomically (splitdns dhcp-hook does the temp file and
+# rename); splitdns watches the directory and reloads the servers by itself. It also
+# replaces /etc/resolv.conf, atomically, with "nameserver 127.0.0.1" plus the lease's
+# "search" line ($search, else $domain), and drops the search line on deconfig: stop
+# default.script from writing the lease's servers there with RESOLV_CONF="no" in
 # /etc/udhcpc/udhcpc.conf. Interfaces listed in that file's NO_DNS are skipped here too.
 
 splitdns_bin=/usr/bin/splitdns
 splitdns_servers_file=/run/splitdns/upstreams.conf
+splitdns_resolv_conf=/etc/resolv.conf
 
 event=${1:-}
 if [ -z "$event" ]; then
@@ -37,7 +40,8 @@ if [ -n "${IF_PEER_DNS:-}" ] && [ "$IF_PEER_DNS" != "yes" ]; then
 fi
 
 [ -x "$splitdns_bin" ] || exit 0
-if ! "$splitdns_bin" dhcp-hook --output "$splitdns_servers_file" "$event"; then
+if ! "$splitdns_bin" dhcp-hook --output "$splitdns_servers_file" \
+	--resolv-conf "$splitdns_resolv_conf" "$event"; then
 	logger -t splitdns -p daemon.err \
 		"dhcp-hook failed for udhcpc event $event on ${interface:-?}" 2>/dev/null
 fi

@@ -58,10 +58,17 @@ pub enum Command {
         qclass: String,
     },
     /// Write the DNS servers from a DHCP client's environment (dhclient or udhcpc) to FILE.
+    #[command(
+        override_usage = "splitdns dhcp-hook --output <FILE> [--resolv-conf <FILE>] [EVENT]"
+    )]
     DhcpHook {
         /// The servers file to write atomically (a zone's `servers_file`).
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
+        /// Also replace FILE (the shipped hooks: /etc/resolv.conf) with
+        /// `nameserver 127.0.0.1` plus the lease's `search` line; without it, untouched.
+        #[arg(long, value_name = "FILE")]
+        resolv_conf: Option<PathBuf>,
         /// udhcpc's event ($1: bound, renew, deconfig, leasefail, ...); dhclient uses $reason.
         event: Option<String>,
     },

@@ -1,7 +1,9 @@
 //! `splitdns dhcp-hook`: turn a DHCP client's hook environment into the upstream servers
-//! file that the `.` zone's `servers_file` points at.
+//! file that the `.` zone's `servers_file` points at and, with `--resolv-conf`, into the
+//! host's resolv.conf: `nameserver 127.0.0.1` plus the lease's search domains.
 //!
-//! This module owns the decision (which event writes which servers) and the atomic write.
+//! This module owns the decision (which event writes which servers and search domains) and
+//! the atomic writes.
 //! It does not parse the command line (main.rs does), read the file back (`dhcp.rs` does), or
 //! tell the daemon anything: the daemon watches the directory and sees the rename.
 //!
@@ -32,7 +34,28 @@
 //! header only, which yields no servers. Tokens that are not IP addresses are skipped with a
 //! warning on stderr. The file is replaced atomically (unique temp file in the same
 //! directory, fsync, rename, fsync of the directory), so a reader never sees half a file.
-//! `/etc/resolv.conf` is never touched.
+//!
+//! # resolv.conf
+//!
+//! The hooks stop the DHCP client from writing /etc/resolv.conf (it would list the lease's
+//! servers, which musl asks all at once), and with it the lease's search domains would be
+//! lost: `ping two` in a libvirt lab works through the `search` line. So, given
+//! `--resolv-conf FILE` (the shipped hooks pass `/etc/resolv.conf`), the same events that
+//! write the servers file replace FILE, atomically, with exactly
+//!
+//! ```text
+//! search lab.example
+//! nameserver 127.0.0.1
+//! ```
+//!
+//! The domains come from the domain-search option (dhclient `new_domain_search`, DHCPv6
+//! `new_dhcp6_domain_search`, udhcpc `search`), else the domain-name option
+//! (`new_domain_name`, udhcpc `domain`), as the clients' own scripts choose. Events that
+//! clear the servers file leave `nameserver 127.0.0.1` alone, without a search line. A
+//! token that is not a plain domain name is skipped with a warning (a DHCP server must not
+//! be able to add lines to resolv.conf); at most [`MAX_SEARCH`] domains are kept. A file
+//! that already says exactly this is not rewritten. FILE is replaced, not written through:
+//! a symlink there becomes a regular file, as with Alpine's own udhcpc script.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -43,6 +66,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The only name server the hook puts in resolv.conf: splitdns itself.
+pub const RESOLV_NAMESERVER: &str = "127.0.0.1";
+/// At most this many search domains go to resolv.conf (glibc's historical limit).
+pub const MAX_SEARCH: usize = 6;
+/// The `search` line is kept within this many characters (musl reads at most 256).
+const MAX_SEARCH_CHARS: usize = 255;
+
 /// What the hook did, for a one-line message on stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookReport {
@@ -52,6 +82,12 @@ pub struct HookReport {
     pub servers: Vec<IpAddr>,
     /// Whether the file was replaced; false for events that leave it alone.
     pub wrote: bool,
+    /// The search domains now in resolv.conf (empty when there are none or it was left
+    /// alone).
+    pub search: Vec<String>,
+    /// Whether resolv.conf was replaced: false without `--resolv-conf`, for events that
+    /// leave it alone, and when it already said exactly this.
+    pub wrote_resolv_conf: bool,
 }
 
 /// Why the hook could not do its job. I/O variants carry the path they failed on; the
@@ -80,12 +116,14 @@ pub enum HookError {
     },
 }
 
-/// Runs the hook: works out the event, decides, and replaces `output` when the event says so.
+/// Runs the hook: works out the event, decides, and replaces `output` (and `resolv_conf`,
+/// when given) when the event says so.
 ///
 /// `event_arg` is the EVENT positional argument (udhcpc's `$1` or a hook directory name);
 /// when absent or empty, dhclient's `reason` from `env` is used. The parent directory of
 /// `output` is created (mode 0755) if missing, because DHCP may bind before the service has
-/// created its runtime directory.
+/// created its runtime directory. The servers file is written first: if that fails,
+/// resolv.conf is left as it was.
 ///
 /// # Errors
 ///
@@ -94,6 +132,7 @@ pub enum HookError {
 /// rename or a sync fails (the temp file is removed on failure).
 pub fn run(
     output: &Path,
+    resolv_conf: Option<&Path>,
     event_arg: Option<&str>,
     env: &HashMap<String, String>,
 ) -> Result<HookReport, HookError> {
@@ -103,6 +142,8 @@ pub fn run(
             event,
             servers: Vec::new(),
             wrote: false,
+            search: Vec::new(),
+            wrote_resolv_conf: false,
         });
     };
     for token in &decision.skipped {
@@ -111,13 +152,31 @@ pub fn run(
             "splitdns dhcp-hook: warning: skipping {token:?}: not an IP address"
         );
     }
+    for token in &decision.skipped_search {
+        let _ = writeln!(
+            io::stderr(),
+            "splitdns dhcp-hook: warning: not a search domain, left out of resolv.conf: {token:?}"
+        );
+    }
     let interface = env.get("interface").map(String::as_str);
     let contents = render(&event, interface, &decision.servers);
     write_atomically(output, contents.as_bytes())?;
+    let mut wrote_resolv_conf = false;
+    if let Some(path) = resolv_conf {
+        let text = render_resolv_conf(&decision.search);
+        // An unchanged file is left alone: renewals every few minutes need not wake every
+        // program that watches resolv.conf.
+        if fs::read(path).ok().as_deref() != Some(text.as_bytes()) {
+            write_atomically(path, text.as_bytes())?;
+            wrote_resolv_conf = true;
+        }
+    }
     Ok(HookReport {
         event,
         servers: decision.servers,
         wrote: true,
+        search: decision.search,
+        wrote_resolv_conf,
     })
 }
 
@@ -128,16 +187,28 @@ struct Decision {
     servers: Vec<IpAddr>,
     /// Tokens from the client's list that did not parse as an IP address.
     skipped: Vec<String>,
+    /// Search domains for resolv.conf, in the lease's order, without duplicates.
+    search: Vec<String>,
+    /// Search tokens that were not plain domain names (or past the limits).
+    skipped_search: Vec<String>,
 }
 
 /// What an event does to the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Effect {
-    /// Write the servers found in this environment variable.
-    Write(&'static str),
+    /// Write the servers found in the first environment variable, and the search domains
+    /// from the first of the others that is set and not empty.
+    Write(&'static str, &'static [&'static str]),
     /// Replace the file with one that yields no servers.
     Clear,
 }
+
+/// Where dhclient (DHCPv4) puts the search list, then the domain name.
+const DHCLIENT_SEARCH: &[&str] = &["new_domain_search", "new_domain_name"];
+/// Where dhclient (DHCPv6) puts the search list.
+const DHCLIENT6_SEARCH: &[&str] = &["new_dhcp6_domain_search"];
+/// Where udhcpc puts the search list (option 119), then the domain name (option 15).
+const UDHCPC_SEARCH: &[&str] = &["search", "domain"];
 
 /// The event from the argument, else from dhclient's `reason`.
 fn event_name(event_arg: Option<&str>, env: &HashMap<String, String>) -> Result<String, HookError> {
@@ -169,16 +240,16 @@ fn effect(event: &str) -> Option<Effect> {
         // ISC dhclient, DHCPv4. TIMEOUT: dhclient-script reuses a recorded lease that still
         // answers; its parameters arrive as new_* like BOUND.
         "BOUND" | "RENEW" | "REBIND" | "REBOOT" | "TIMEOUT" => {
-            Some(Effect::Write("new_domain_name_servers"))
+            Some(Effect::Write("new_domain_name_servers", DHCLIENT_SEARCH))
         }
         "RELEASE" | "EXPIRE" | "STOP" | "FAIL" => Some(Effect::Clear),
         // ISC dhclient, DHCPv6.
         "BOUND6" | "RENEW6" | "REBIND6" | "REBOOT6" => {
-            Some(Effect::Write("new_dhcp6_name_servers"))
+            Some(Effect::Write("new_dhcp6_name_servers", DHCLIENT6_SEARCH))
         }
         "RELEASE6" | "EXPIRE6" | "STOP6" => Some(Effect::Clear),
         // busybox udhcpc.
-        "bound" | "renew" => Some(Effect::Write("dns")),
+        "bound" | "renew" => Some(Effect::Write("dns", UDHCPC_SEARCH)),
         "deconfig" | "leasefail" | "nak" => Some(Effect::Clear),
         _ => None,
     }
@@ -188,8 +259,74 @@ fn effect(event: &str) -> Option<Effect> {
 fn decide(event: &str, env: &HashMap<String, String>) -> Option<Decision> {
     match effect(event)? {
         Effect::Clear => Some(Decision::default()),
-        Effect::Write(var) => Some(parse_servers(env.get(var).map_or("", String::as_str))),
+        Effect::Write(var, search_vars) => {
+            let mut decision = parse_servers(env.get(var).map_or("", String::as_str));
+            let list = search_vars
+                .iter()
+                .filter_map(|v| env.get(*v))
+                .find(|v| !v.trim().is_empty())
+                .map_or("", String::as_str);
+            (decision.search, decision.skipped_search) = parse_search(list);
+            Some(decision)
+        }
     }
+}
+
+/// Splits a DHCP search list (space-separated; dhclient may quote it or end names with a
+/// dot) into plain domain names, keeping the lease's order, dropping duplicates and
+/// stopping at [`MAX_SEARCH`] names or [`MAX_SEARCH_CHARS`] characters. Returns the names
+/// kept and the tokens left out.
+fn parse_search(list: &str) -> (Vec<String>, Vec<String>) {
+    let mut kept: Vec<String> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut chars = "search".len();
+    for token in list.split_ascii_whitespace() {
+        let name = token
+            .trim_matches(|c| c == '"' || c == '\'')
+            .trim_end_matches('.');
+        if !is_plain_domain(name) {
+            skipped.push(token.to_owned());
+            continue;
+        }
+        if kept.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        if kept.len() >= MAX_SEARCH || chars + 1 + name.len() > MAX_SEARCH_CHARS {
+            skipped.push(token.to_owned());
+            continue;
+        }
+        chars += 1 + name.len();
+        kept.push(name.to_owned());
+    }
+    (kept, skipped)
+}
+
+/// A host name as resolv.conf's `search` takes it: dot-separated labels of 1 to 63
+/// letters, digits, `-` or `_`, at most 253 characters in all.
+fn is_plain_domain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// resolv.conf as the hooks leave it: splitdns as the only name server, and the lease's
+/// search domains if it had any.
+fn render_resolv_conf(search: &[String]) -> String {
+    let mut text = String::new();
+    if !search.is_empty() {
+        text.push_str("search ");
+        text.push_str(&search.join(" "));
+        text.push('\n');
+    }
+    text.push_str("nameserver ");
+    text.push_str(RESOLV_NAMESERVER);
+    text.push('\n');
+    text
 }
 
 /// Splits a space-separated server list into unique addresses (order kept) and bad tokens.
@@ -311,6 +448,7 @@ fn io_error(op: &'static str, path: &Path, source: io::Error) -> HookError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -524,6 +662,7 @@ mod tests {
 
         let report = run(
             &out,
+            None,
             Some("post-bound"),
             &env(&[("dns", "192.0.2.1 bogus 192.0.2.1"), ("interface", "eth0")]),
         )
@@ -533,7 +672,9 @@ mod tests {
             HookReport {
                 event: "post-bound".into(),
                 servers: ips(&["192.0.2.1"]),
-                wrote: true
+                wrote: true,
+                search: vec![],
+                wrote_resolv_conf: false,
             }
         );
         let text = fs::read_to_string(&out).unwrap();
@@ -552,30 +693,174 @@ mod tests {
             ("reason", "BOUND"),
             ("new_domain_name_servers", "192.0.2.1"),
         ]);
-        run(&out, None, &vars).unwrap();
+        run(&out, None, None, &vars).unwrap();
 
         let release = env(&[
             ("reason", "RELEASE"),
             ("old_domain_name_servers", "192.0.2.1"),
         ]);
-        let report = run(&out, None, &release).unwrap();
+        let report = run(&out, None, None, &release).unwrap();
         assert!(report.wrote && report.servers.is_empty());
         let text = fs::read_to_string(&out).unwrap();
         assert!(text.lines().all(|l| l.starts_with('#')), "{text}");
         assert!(text.contains("RELEASE"));
 
         let before = fs::read_to_string(&out).unwrap();
-        let report = run(&out, None, &env(&[("reason", "PREINIT")])).unwrap();
+        let report = run(&out, None, None, &env(&[("reason", "PREINIT")])).unwrap();
         assert!(!report.wrote);
         assert_eq!(fs::read_to_string(&out).unwrap(), before);
         assert_eq!(entries(&dir.0), ["upstreams.conf"]);
+    }
+
+    fn search(event: &str, vars: &[(&str, &str)]) -> Option<Vec<String>> {
+        decide(event, &env(vars)).map(|d| d.search)
+    }
+
+    #[test]
+    fn search_domains_come_from_domain_search_else_domain_name() {
+        let s = |v: &[&str]| Some(v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>());
+        // udhcpc: option 119 (`search`) wins over option 15 (`domain`).
+        assert_eq!(search("bound", &[("domain", "lab.test")]), s(&["lab.test"]));
+        assert_eq!(
+            search(
+                "renew",
+                &[("domain", "lab.test"), ("search", "a.test b.test")]
+            ),
+            s(&["a.test", "b.test"])
+        );
+        assert_eq!(search("bound", &[("domain", "  "), ("search", "")]), s(&[]));
+        // dhclient, with its trailing dots and quotes.
+        assert_eq!(
+            search("BOUND", &[("new_domain_name", "\"lab.test\"")]),
+            s(&["lab.test"])
+        );
+        assert_eq!(
+            search(
+                "REBOOT",
+                &[
+                    ("new_domain_name", "lab.test"),
+                    ("new_domain_search", "one.test. two.test.")
+                ]
+            ),
+            s(&["one.test", "two.test"])
+        );
+        assert_eq!(
+            search("BOUND6", &[("new_dhcp6_domain_search", "v6.test")]),
+            s(&["v6.test"])
+        );
+        // The old lease's domain is never used, and clearing events drop the search line.
+        assert_eq!(search("BOUND", &[("old_domain_name", "old.test")]), s(&[]));
+        assert_eq!(
+            search("RELEASE", &[("new_domain_name", "lab.test")]),
+            s(&[])
+        );
+        assert_eq!(search("deconfig", &[("domain", "lab.test")]), s(&[]));
+        assert_eq!(search("PREINIT", &[("new_domain_name", "lab.test")]), None);
+    }
+
+    #[test]
+    fn hostile_search_lists_cannot_add_lines() {
+        let d = decide(
+            "bound",
+            &env(&[(
+                "search",
+                "ok.test bad\nnameserver\x20 a..b -x.test_ok x/y ok.test OK.TEST \u{e9}.test",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(d.search, ["ok.test", "bad", "nameserver", "-x.test_ok"]);
+        assert_eq!(d.skipped_search, ["a..b", "x/y", "\u{e9}.test"]);
+        let text = render_resolv_conf(&d.search);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let many: Vec<String> = (0..10).map(|i| format!("d{i}.test")).collect();
+        let (kept, skipped) = parse_search(&many.join(" "));
+        assert_eq!(kept.len(), MAX_SEARCH);
+        assert_eq!(skipped.len(), 10 - MAX_SEARCH);
+        let long: Vec<String> = (0..4).map(|i| format!("{i}{}", "x".repeat(62))).collect();
+        let (kept, _) = parse_search(&long.join(" "));
+        assert!(render_resolv_conf(&kept).lines().next().unwrap().len() <= 255);
+        assert_eq!(kept.len(), 3);
+    }
+
+    #[test]
+    fn resolv_conf_is_nameserver_127_0_0_1_plus_the_search_line() {
+        let dir = TempDir::new("resolv");
+        let out = dir.0.join("run").join("upstreams.conf");
+        let etc = dir.0.join("etc");
+        fs::create_dir(&etc).unwrap();
+        let resolv = etc.join("resolv.conf");
+        fs::write(&resolv, "nameserver 192.0.2.99\n").unwrap();
+
+        let lease = [("dns", "192.0.2.1"), ("domain", "lab.test")];
+        let report = run(&out, Some(&resolv), Some("bound"), &env(&lease)).unwrap();
+        assert!(report.wrote_resolv_conf);
+        assert_eq!(report.search, ["lab.test"]);
+        assert_eq!(
+            fs::read_to_string(&resolv).unwrap(),
+            "search lab.test\nnameserver 127.0.0.1\n"
+        );
+        assert_eq!(
+            fs::metadata(&resolv).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        // The servers still go to the servers file, not to resolv.conf.
+        assert!(fs::read_to_string(&out)
+            .unwrap()
+            .contains("nameserver 192.0.2.1\n"));
+
+        // A renewal with the same lease leaves the file alone (same inode).
+        let inode = fs::metadata(&resolv).unwrap().ino();
+        let report = run(&out, Some(&resolv), Some("renew"), &env(&lease)).unwrap();
+        assert!(!report.wrote_resolv_conf);
+        assert_eq!(fs::metadata(&resolv).unwrap().ino(), inode);
+
+        // Release: the search line goes, 127.0.0.1 stays.
+        let report = run(&out, Some(&resolv), Some("deconfig"), &env(&lease)).unwrap();
+        assert!(report.wrote_resolv_conf && report.search.is_empty());
+        assert_eq!(
+            fs::read_to_string(&resolv).unwrap(),
+            "nameserver 127.0.0.1\n"
+        );
+
+        // Events that mean nothing leave it alone; no temp files are left behind.
+        run(&out, Some(&resolv), Some("leasefail-ish"), &env(&lease)).unwrap();
+        assert_eq!(
+            fs::read_to_string(&resolv).unwrap(),
+            "nameserver 127.0.0.1\n"
+        );
+        assert_eq!(entries(&etc), ["resolv.conf"]);
+    }
+
+    #[test]
+    fn resolv_conf_write_is_a_rename_so_readers_never_see_half() {
+        let dir = TempDir::new("resolv-atomic");
+        let out = dir.0.join("upstreams.conf");
+        let resolv = dir.0.join("resolv.conf");
+        fs::write(&resolv, "nameserver 192.0.2.99\n").unwrap();
+        // A reader holding the old file keeps reading the old contents: the new file is a
+        // new inode renamed over it, never the old one truncated and rewritten.
+        let mut held = File::open(&resolv).unwrap();
+        run(
+            &out,
+            Some(&resolv),
+            Some("BOUND"),
+            &env(&[("new_domain_name", "lab.test")]),
+        )
+        .unwrap();
+        let mut old = String::new();
+        io::Read::read_to_string(&mut held, &mut old).unwrap();
+        assert_eq!(old, "nameserver 192.0.2.99\n");
+        assert_eq!(
+            fs::read_to_string(&resolv).unwrap(),
+            "search lab.test\nnameserver 127.0.0.1\n"
+        );
     }
 
     #[test]
     fn run_creates_a_missing_directory() {
         let dir = TempDir::new("mkdir");
         let out = dir.0.join("run").join("splitdns").join("upstreams.conf");
-        run(&out, Some("renew"), &env(&[("dns", "2001:db8::53")])).unwrap();
+        run(&out, None, Some("renew"), &env(&[("dns", "2001:db8::53")])).unwrap();
         assert!(fs::read_to_string(&out)
             .unwrap()
             .contains("nameserver 2001:db8::53\n"));
@@ -588,7 +873,7 @@ mod tests {
         let out = dir.0.join("taken");
         fs::create_dir(&out).unwrap();
         fs::write(out.join("keep"), "x").unwrap();
-        let err = run(&out, Some("bound"), &env(&[("dns", "192.0.2.1")])).unwrap_err();
+        let err = run(&out, None, Some("bound"), &env(&[("dns", "192.0.2.1")])).unwrap_err();
         match &err {
             HookError::Io { op, path, .. } => {
                 assert_eq!(*op, "rename onto");
@@ -605,11 +890,11 @@ mod tests {
         let dir = TempDir::new("usage");
         let out = dir.0.join("upstreams.conf");
         assert!(matches!(
-            run(&out, None, &env(&[])),
+            run(&out, None, None, &env(&[])),
             Err(HookError::MissingEvent)
         ));
         assert!(matches!(
-            run(Path::new("/"), Some("bound"), &env(&[])),
+            run(Path::new("/"), None, Some("bound"), &env(&[])),
             Err(HookError::BadOutput { .. })
         ));
         assert_eq!(entries(&dir.0), Vec::<String>::new());

@@ -172,9 +172,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
-        Command::DhcpHook { output, event } => {
-            let env: std::collections::HashMap<String, String> = std::env::vars().collect();
-            let report = hook::run(&output, event.as_deref(), &env)?;
+        Command::DhcpHook {
+            output,
+            resolv_conf,
+            event,
+        } => {
+            // vars_os: a DHCP option with bytes that are not UTF-8 must not panic the hook.
+            let env: std::collections::HashMap<String, String> = std::env::vars_os()
+                .map(|(k, v)| {
+                    (
+                        k.to_string_lossy().into_owned(),
+                        v.to_string_lossy().into_owned(),
+                    )
+                })
+                .collect();
+            let report = hook::run(&output, resolv_conf.as_deref(), event.as_deref(), &env)?;
             let servers: Vec<String> = report.servers.iter().map(ToString::to_string).collect();
             // Never panic on a closed stderr: the DHCP client must not see us fail for it.
             let mut err = std::io::stderr();
@@ -190,6 +202,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 writeln!(err, "splitdns dhcp-hook: {}: nothing to do", report.event)
             };
+            if let (true, Some(path)) = (report.wrote_resolv_conf, &resolv_conf) {
+                let search = if report.search.is_empty() {
+                    "no search line".to_owned()
+                } else {
+                    format!("search {}", report.search.join(" "))
+                };
+                let _ = writeln!(
+                    err,
+                    "splitdns dhcp-hook: {}: wrote {}: nameserver {}, {search}",
+                    report.event,
+                    path.display(),
+                    hook::RESOLV_NAMESERVER
+                );
+            }
             Ok(())
         }
     }

@@ -429,12 +429,19 @@ scenario_fix() {
 #     127.0.0.3 (a third stand-in)
 # whoami.test tells the three apart: X says 10.9.0.1, Y 10.9.0.2, static 10.9.0.3.
 # All answer with TTL 0, so nothing is cached and every query shows the route.
+# The lease also carries a domain name (option 15, as libvirt's dnsmasq sends it):
+# the hooks must put it on resolv.conf's search line, so that a musl client in C
+# resolves the short name `two` as two.lab.test (known to X and Y).
 WHO=whoami.test
 WHO_X=10.9.0.1
 WHO_Y=10.9.0.2
 WHO_STATIC=10.9.0.3
 DNS_X=192.168.122.1
 DNS_Y=192.168.122.2
+LEASE_DOMAIN=lab.test
+SHORT=two
+SHORT_ADDR=10.9.1.2
+N_SHORT=${N_SHORT:-50}
 DHCP_STEPS=()   # per-client figures
 DHCP_BAD=0
 # How long splitdns may take to notice a rewritten servers_file.
@@ -452,7 +459,7 @@ real_pid() {
 # right after this gets the new option.
 set_dhcp_dns() {
 	local pid reads _
-	printf 'option:dns-server,%s\n' "$1" >"$WORK/dhcp-opts"
+	printf 'option:dns-server,%s\noption:domain-name,%s\n' "$1" "$LEASE_DOMAIN" >"$WORK/dhcp-opts"
 	pid=$(tr -dc '0-9' <"$WORK/dhcps.pid" 2>/dev/null)
 	if [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$WORK"; then
 		reads=$(grep -c "read $WORK/dhcp-opts" "$WORK/dhcps.log")
@@ -539,13 +546,48 @@ make_layout() {
 }
 
 # etc_writes: files the DHCP clients created or changed under /etc, across all
-# layouts (the enter hook must keep dhclient-script off /etc/resolv.conf).
+# layouts, other than /etc/resolv.conf (which the hooks own; its contents are
+# checked step by step by resolv_is). The enter hook must keep dhclient-script
+# off /etc, and no temp file may be left behind.
 etc_writes() {
 	local l
 	for l in "$WORK"/vm/*/; do
 		[ -f "$l/etc-before" ] || continue
-		(cd "$l/etc-up" && find . ! -type d | sort) | comm -13 "$l/etc-before" -
+		(cd "$l/etc-up" && find . ! -type d | sort) | comm -13 "$l/etc-before" - |
+			grep -vx './resolv.conf'
 	done | sort -u | tr '\n' ' '
+}
+
+# resolv_is CLIENT STEP EXPECT: the VM's /etc/resolv.conf (as the shipped hooks
+# left it in LAYOUT's overlay) must be exactly EXPECT (printf format). The hook
+# runs right after the client's event; allow it a moment.
+resolv_is() {
+	local client=$1 step=$2 want=$WORK/resolv-want _
+	printf '%b' "$3" >"$want"
+	for _ in $(seq 1 50); do
+		cmp -s "$want" "$LAYOUT/etc-up/resolv.conf" && return 0
+		sleep 0.1
+	done
+	DHCP_STEPS+=("$client $step: /etc/resolv.conf is '$(tr '\n' '|' <"$LAYOUT/etc-up/resolv.conf" 2>/dev/null)', want '$(tr '\n' '|' <"$want")'")
+	DHCP_BAD=1
+	return 1
+}
+
+# short_name_resolves CLIENT: a static musl client whose resolv.conf is the one
+# the hooks wrote looks up the short name $SHORT N_SHORT times; every lookup
+# must reach $SHORT.$LEASE_DOMAIN through the search line and splitdns.
+short_name_resolves() {
+	local client=$1 line f n
+	line=$(gai "$DHCP_C" "$LAYOUT/etc-up/resolv.conf" musl -e "$SHORT_ADDR" gai "$SHORT" "$N_SHORT")
+	f=$(field "$line" fail)
+	n=$(field "$line" n)
+	if [ -n "$n" ] && [ "$n" -gt 0 ] && [ "$f" = 0 ]; then
+		DHCP_STEPS+=("$client: musl resolved '$SHORT' via search $LEASE_DOMAIN $n/$n")
+		return 0
+	fi
+	DHCP_STEPS+=("$client: musl failed '$SHORT' ${f:-?}/${n:-?} with search $LEASE_DOMAIN (${line:-no output})")
+	DHCP_BAD=1
+	return 1
 }
 
 setup_vm() {
@@ -592,7 +634,7 @@ dhcp_setup() {
 		timeout 10 ip -n "$DHCP_S" link set veth-s up &&
 		timeout 10 ip -n "$DHCP_C" link set eth0 up || return 1
 	mkdir -p "$WORK/run"
-	printf 'option:dns-server,%s\n' "$DNS_X" >"$WORK/dhcp-opts"
+	printf 'option:dns-server,%s\noption:domain-name,%s\n' "$DNS_X" "$LEASE_DOMAIN" >"$WORK/dhcp-opts"
 	# T1 = 3 s makes dhclient renew on its own a few seconds after binding.
 	bg "$DHCP_S" dhcps dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
 		--port=0 --interface=veth-s --bind-interfaces --user=root --group=root \
@@ -600,8 +642,10 @@ dhcp_setup() {
 		--dhcp-option=option:T1,3 --dhcp-option=option:T2,100 \
 		--dhcp-optsfile="$WORK/dhcp-opts" --dhcp-authoritative --no-ping \
 		--dhcp-leasefile="$WORK/dhcps.leases" --pid-file="$WORK/dhcps.pid" --log-facility=- --log-dhcp
-	dnsmasq_dns "$DHCP_S" dhcp-dns-x "$DNS_X" --local-ttl=0 --local=/#/ --host-record="$WHO,$WHO_X"
-	dnsmasq_dns "$DHCP_S" dhcp-dns-y "$DNS_Y" --local-ttl=0 --local=/#/ --host-record="$WHO,$WHO_Y"
+	dnsmasq_dns "$DHCP_S" dhcp-dns-x "$DNS_X" --local-ttl=0 --local=/#/ --host-record="$WHO,$WHO_X" \
+		--host-record="$SHORT.$LEASE_DOMAIN,$SHORT_ADDR"
+	dnsmasq_dns "$DHCP_S" dhcp-dns-y "$DNS_Y" --local-ttl=0 --local=/#/ --host-record="$WHO,$WHO_Y" \
+		--host-record="$SHORT.$LEASE_DOMAIN,$SHORT_ADDR"
 	dnsmasq_dns "$DHCP_C" dhcp-dns-static 127.0.0.3 --local-ttl=0 --local=/#/ --host-record="$WHO,$WHO_STATIC"
 	wait_dns "$DHCP_S" "$DNS_X" "$WHO" "$WHO_X" &&
 		wait_dns "$DHCP_S" "$DNS_Y" "$WHO" "$WHO_Y" &&
@@ -630,6 +674,8 @@ dhcp_dhclient() {
 	bg "$DHCP_C" dhclient sh "$HERE/vm-exec.sh" "$LAYOUT" "$WORK/run" dhclient -d -v "${args[@]}"
 	local job=$LAST_PID
 	follow dhclient "bind->X" "$WHO_X" "$DNS_X:53" || { stop "$job"; return 1; }
+	resolv_is dhclient bind "search $LEASE_DOMAIN\nnameserver 127.0.0.1\n" &&
+		short_name_resolves dhclient
 	set_dhcp_dns "$DNS_Y"
 	# dhclient renews by itself at T1 (3 s).
 	WATCH_SECS=$((WATCH_SECS + 5)) follow dhclient "renew->Y" "$WHO_Y" "$DNS_Y:53" || { stop "$job"; return 1; }
@@ -638,6 +684,7 @@ dhcp_dhclient() {
 	timeout 20 ip netns exec "$DHCP_C" sh "$HERE/vm-exec.sh" "$LAYOUT" "$WORK/run" dhclient -r -v "${args[@]}" \
 		>>"$WORK/dhclient-release.log" 2>&1
 	follow dhclient "release->static" "$WHO_STATIC" "127.0.0.3:53"
+	resolv_is dhclient release "nameserver 127.0.0.1\n"
 	stop "$job"
 }
 
@@ -651,6 +698,8 @@ dhcp_udhcpc() {
 		-s "$WORK/vm/udhcpc-script" -p "$WORK/udhcpc.pid" -t 10 -T 1 -A 1
 	local job=$LAST_PID
 	follow udhcpc "bind->X" "$WHO_X" "$DNS_X:53" || { stop "$job"; return 1; }
+	resolv_is udhcpc bind "search $LEASE_DOMAIN\nnameserver 127.0.0.1\n" &&
+		short_name_resolves udhcpc
 	pid=$(tr -dc '0-9' <"$WORK/udhcpc.pid" 2>/dev/null)
 	if [ -z "$pid" ] || ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$WORK"; then
 		DHCP_STEPS+=("udhcpc: no pid file")
@@ -661,8 +710,10 @@ dhcp_udhcpc() {
 	set_dhcp_dns "$DNS_Y"
 	kill -USR1 "$pid"
 	follow udhcpc "renew->Y" "$WHO_Y" "$DNS_Y:53" || { stop "$job"; return 1; }
+	resolv_is udhcpc renew "search $LEASE_DOMAIN\nnameserver 127.0.0.1\n"
 	kill -USR2 "$pid"
 	follow udhcpc "release->static" "$WHO_STATIC" "127.0.0.3:53"
+	resolv_is udhcpc release "nameserver 127.0.0.1\n"
 	stop "$job"
 }
 
@@ -694,7 +745,7 @@ scenario_dhcp() {
 		summary="$summary; the DHCP clients wrote under /etc (inside the overlay): $written"
 		DHCP_BAD=1
 	else
-		summary="$summary; /etc untouched by dhclient-script and udhcpc"
+		summary="$summary; nothing but resolv.conf written under /etc"
 	fi
 	if ! kill -0 "$SPLITDNS_PID" 2>/dev/null; then
 		fail dhcp "splitdns exited (see $WORK/dhcp-splitdns.log); $summary"
@@ -744,7 +795,7 @@ main() {
 		echo "interop: must run as root (network and mount namespaces)" >&2
 		exit 2
 	fi
-	need ip unshare mount timeout md5sum pgrep dnsmasq unbound musl-gcc gcc dhclient busybox dig
+	need ip unshare mount timeout md5sum cmp pgrep dnsmasq unbound musl-gcc gcc dhclient busybox dig
 	start=$(date +%s)
 	md5_before=$(md5sum </etc/resolv.conf)
 	# The DHCP scenario installs the hooks and binary only inside overlays.
