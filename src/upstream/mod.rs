@@ -29,7 +29,9 @@
 //! - `health`: per-server back-off, probes, round-trip time, EDNS memory;
 //! - `udp`, `tcp`: the sockets of one exchange over each transport;
 //! - `tls`: DNS over TLS, a pool of pipelined connections per server;
-//! - `loops`: per-query forwarding-loop markers.
+//! - `loops`: per-query forwarding-loop markers;
+//! - `pending`: the table of queries waiting on a shared transport (random unique IDs,
+//!   replies matched by ID then question), used by the shared UDP sockets.
 //!
 //! This module does not read config, touch the cache or write events: callers pass what it
 //! needs (servers, policy) and get back the answer and the attempts to record.
@@ -49,6 +51,7 @@ use crate::wire::{self, rcode, Query, Reply};
 
 mod health;
 mod loops;
+pub mod pending;
 mod tcp;
 pub mod tls;
 mod udp;
