@@ -207,7 +207,11 @@ pub async fn run(
         let (shared, cancel, limits) = (shared.clone(), cancel.clone(), config.limits.clone());
         let handle = std::thread::Builder::new()
             .name(format!("splitdns-udp-{t}"))
-            .spawn(move || udp_thread(socks, shared, limits, cancel))
+            .spawn(move || {
+                // This thread's queries use its own lane of shared upstream sockets.
+                crate::upstream::set_lane(t);
+                udp_thread(socks, shared, limits, cancel)
+            })
             .map_err(|source| AppError::Io {
                 what: "cannot start a receive thread".into(),
                 source,

@@ -247,6 +247,9 @@ struct RawZone {
     /// Cache this zone's answers.
     #[serde(default = "default_true")]
     cache: bool,
+    /// Share long-lived sockets with this zone's servers that cannot be spoofed off-path.
+    #[serde(default = "default_true")]
+    shared_sockets: bool,
 }
 
 /// Where query events are written.
@@ -339,6 +342,9 @@ pub struct ZoneConfig {
     pub failover_rcodes: Vec<u16>,
     /// Whether answers of this zone are cached.
     pub cache: bool,
+    /// Whether this zone's loopback and own-address servers may be asked over long-lived
+    /// shared sockets (false: a fresh random source port per query for every server).
+    pub shared_sockets: bool,
 }
 
 /// The validated configuration.
@@ -899,6 +905,7 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
         timeout_ms,
         failover_rcodes,
         cache,
+        shared_sockets,
     } = z;
     let key = |k: &str| format!("zone[{i}].{k}");
     if name.get_ref().trim().is_empty() {
@@ -1007,6 +1014,7 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
         timeout: Duration::from_millis(t),
         failover_rcodes: rcodes,
         cache,
+        shared_sockets,
     })
 }
 

@@ -159,7 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     "servers"
                 };
-                println!("  {}. {s} ({from})", i + 1);
+                println!("  {}. {s} ({from}; {})", i + 1, s.transport_note());
             }
             if z.servers.is_empty() {
                 println!("  (no servers: answered SERVFAIL)");
@@ -240,7 +240,11 @@ fn servers_file_errors(config: &Config) -> anyhow::Result<()> {
 }
 
 fn zone_summary(z: &state::Zone, zc: &splitdns::config::ZoneConfig) -> String {
-    let servers: Vec<String> = z.servers.iter().map(ToString::to_string).collect();
+    let servers: Vec<String> = z
+        .servers
+        .iter()
+        .map(|s| format!("{s} ({})", s.transport_note()))
+        .collect();
     let mut line = format!(
         "zone {}: {} server(s) [{}], timeout {} ms, cache {}",
         z.name,

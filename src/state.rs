@@ -16,7 +16,7 @@ use crate::config::{CacheConfig, Config};
 use crate::event::EventSink;
 use crate::net::{Cidr, ServerSpec};
 use crate::route::RouteTable;
-use crate::upstream::{Loops, Policy, Registry, Server};
+use crate::upstream::{Loops, Policy, Registry, Server, SocketPolicy};
 
 /// Servers read from each `servers_file`, by path (missing files map to an empty list).
 pub type FileServers = HashMap<PathBuf, Vec<SocketAddr>>;
@@ -135,6 +135,24 @@ impl Snapshot {
                 cache: zc.cache,
             });
         }
+        // Socket policy per server: shared only if every zone that uses it allows sharing
+        // and its address cannot be spoofed off-path (loopback, this host's addresses).
+        let own = crate::upstream::own_addresses();
+        let mut sharing: Vec<(Arc<Server>, bool)> = Vec::new();
+        for (z, zc) in zones.iter().zip(&config.zones) {
+            for s in &z.servers {
+                match sharing.iter_mut().find(|(x, _)| Arc::ptr_eq(x, s)) {
+                    Some((_, ok)) => *ok &= zc.shared_sockets,
+                    None => sharing.push((s.clone(), zc.shared_sockets)),
+                }
+            }
+        }
+        for (s, ok) in &sharing {
+            let sharing = *ok && !s.spec.is_tls();
+            s.set_socket_policy(SocketPolicy::decide(s.addr, &own, sharing));
+        }
+        let in_use: Vec<Arc<Server>> = sharing.into_iter().map(|(s, _)| s).collect();
+        registry.close_unused(&in_use);
         let routes = RouteTable::new(route_entries.iter().map(|(n, i)| (n.as_str(), *i)));
         let snap = Snapshot {
             generation,

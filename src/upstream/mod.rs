@@ -3,7 +3,9 @@
 //! a per-server timeout (`timeout_ms`) and a whole-query deadline, every attempt recorded.
 //! Servers in back-off are skipped (all are tried when all are down); when a back-off ends
 //! one query probes ([`health`]). [`exchange`] is one server's turn:
-//! - UDP with a fresh random ID and source port; a copy that gets no reply within the
+//! - UDP with a random ID, on a fresh random source port per exchange or, for a server
+//!   that cannot be spoofed off-path (loopback, this host's own addresses), on a shared
+//!   long-lived socket (see `udp`); a copy that gets no reply within the
 //!   server's RTT-based retransmit timeout is sent again with a new ID (the timeout doubles
 //!   per copy), until `timeout_ms` runs out; a late reply to any copy is accepted;
 //! - a reply is accepted only from the server, with one of our IDs and our question, or
@@ -58,6 +60,8 @@ mod udp;
 
 pub use health::{Health, Rtt, Turn, BACKOFF_MAX, BACKOFF_MIN, EDNS_LESS_FOR, RTO_FLOOR};
 pub use loops::{Loops, Marks, LOOP_OPTION};
+pub use pending::PendingStats;
+pub use udp::{is_local, own_addresses, set_lane, SocketPolicy};
 
 /// Why one exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,10 +103,13 @@ pub struct Server {
     tls: Option<Result<tls::Pool, String>>,
     /// The TLS settings it was made with (part of its identity).
     tls_config: Option<TlsConfig>,
+    /// Socket policy and shared sockets (plain DNS).
+    udp: udp::Udp,
 }
 
 impl Server {
-    /// A plain-DNS server with no history (tests, `check`).
+    /// A plain-DNS server with no history (tests, `check`), on fresh sockets until
+    /// [`Server::set_socket_policy`] says otherwise.
     pub fn new(addr: SocketAddr) -> Server {
         Server {
             addr,
@@ -111,6 +118,7 @@ impl Server {
             loops_seen: AtomicU64::new(0),
             tls: None,
             tls_config: None,
+            udp: udp::Udp::default(),
         }
     }
 
@@ -136,6 +144,7 @@ impl Server {
             loops_seen: AtomicU64::new(0),
             tls: Some(pool),
             tls_config: Some(tls.clone()),
+            udp: udp::Udp::default(),
         }
     }
 
@@ -145,6 +154,33 @@ impl Server {
             Some(Ok(pool)) => pool.open_connections(),
             _ => 0,
         }
+    }
+
+    /// How UDP queries to this server get their socket.
+    pub fn socket_policy(&self) -> SocketPolicy {
+        self.udp.policy()
+    }
+
+    /// How queries reach this server, as `check`, `route` and `control status` say it:
+    /// the UDP socket policy, or the TLS connection pool.
+    pub fn transport_note(&self) -> &'static str {
+        if self.spec.is_tls() {
+            "tls connection pool"
+        } else {
+            self.socket_policy().describe()
+        }
+    }
+
+    /// Sets the socket policy (at each snapshot build); `Fresh` closes the shared sockets
+    /// (queries in flight on them finish).
+    pub fn set_socket_policy(&self, p: SocketPolicy) {
+        self.udp.set_policy(p);
+    }
+
+    /// Counters of the shared sockets' demultiplexers: replies delivered, dropped for an
+    /// unknown ID or a wrong question, queries that found a table full.
+    pub fn shared_socket_stats(&self) -> PendingStats {
+        self.udp.stats()
     }
 }
 
@@ -194,6 +230,21 @@ impl Registry {
         m.entry(key)
             .or_insert_with(|| Arc::new(Server::with_spec(spec, tls)))
             .clone()
+    }
+
+    /// Closes the shared sockets of every server not in `in_use` (the servers of a newly
+    /// built snapshot): a server dropped from the config keeps no socket open. Queries
+    /// still in flight on such a socket finish.
+    pub fn close_unused(&self, in_use: &[Arc<Server>]) {
+        let m = match self.servers.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        for s in m.values() {
+            if !in_use.iter().any(|u| Arc::ptr_eq(u, s)) {
+                s.set_socket_policy(SocketPolicy::Fresh);
+            }
+        }
     }
 }
 
@@ -537,7 +588,7 @@ async fn udp_rounds(
     attempts: &mut Vec<Attempt>,
 ) -> Result<(Vec<u8>, Reply), UpstreamError> {
     let addr = server.addr;
-    let flight = match udp::Flight::open(addr).await {
+    let mut flight = match udp::Flight::open(addr, &server.udp, q.question).await {
         Ok(f) => f,
         Err(e) => {
             attempts.push(Attempt {
@@ -562,7 +613,7 @@ async fn udp_rounds(
             break Err(UpstreamError::Timeout);
         }
         if now >= next_send {
-            let id: u16 = rand::random();
+            let id = flight.next_id(q.question);
             let msg = wire::upstream_query_with(q, id, opt);
             if let Err(e) = flight.send(&msg).await {
                 break Err(e.into());
@@ -617,16 +668,21 @@ async fn udp_rounds(
 /// source address is checked by the kernel: the socket is connected to the server.)
 fn accept(pkt: &[u8], ids: &[u16], question: &[u8]) -> Option<(usize, Reply)> {
     let reply = wire::walk_reply(pkt).ok()?;
-    if reply.flags & 0x8000 == 0 {
-        return None;
-    }
     let i = ids.iter().position(|&id| id == reply.id)?;
-    let ours = if reply.question.is_empty() {
+    answers(pkt, &reply, question).then_some((i, reply))
+}
+
+/// True if `reply` (walked from `pkt`; its ID already matched) answers `question`: QR=1,
+/// and our question, or no question with FORMERR, REFUSED or NOTIMP.
+fn answers(pkt: &[u8], reply: &Reply, question: &[u8]) -> bool {
+    if reply.flags & 0x8000 == 0 {
+        return false;
+    }
+    if reply.question.is_empty() {
         matches!(reply.rcode, rcode::FORMERR | rcode::REFUSED | rcode::NOTIMP)
     } else {
-        wire::same_question(pkt, &reply, question)
-    };
-    ours.then_some((i, reply))
+        wire::same_question(pkt, reply, question)
+    }
 }
 
 /// A question-less error reply rebuilt with our question (so the client's reply and the

@@ -18,8 +18,8 @@
 use std::future::poll_fn;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use rustc_hash::FxHashMap;
 
@@ -168,7 +168,7 @@ impl<R> Pending<R> {
     ///
     /// # Errors
     /// [`RegisterError`] when the table is full or closed, or the question too long.
-    pub fn register(&self, question: &[u8]) -> Result<Ticket<'_, R>, RegisterError> {
+    pub fn register(self: &Arc<Self>, question: &[u8]) -> Result<Ticket<R>, RegisterError> {
         let mut q = [0u8; MAX_QUESTION];
         q.get_mut(..question.len())
             .ok_or(RegisterError::TooLong)?
@@ -189,16 +189,20 @@ impl<R> Pending<R> {
                     question_len: question.len() as u16,
                     state: State::Waiting(None),
                 });
-                return Ok(Ticket { table: self, id });
+                return Ok(Ticket {
+                    table: self.clone(),
+                    id,
+                });
             }
         }
         self.counters.full.fetch_add(1, Ordering::Relaxed);
         Err(RegisterError::Full)
     }
 
-    /// Offers a reply carrying `id`. `matches` is called with the waiting query's question
-    /// and says whether the reply answers it; only then is `reply` handed over.
-    pub fn complete(&self, id: u16, matches: impl FnOnce(&[u8]) -> bool, reply: R) -> Delivery {
+    /// Offers a reply carrying `id`. `accept` is called with the waiting query's question
+    /// and returns what to hand over if the reply answers it, `None` if not (so a forged
+    /// reply costs no copy).
+    pub fn complete(&self, id: u16, accept: impl FnOnce(&[u8]) -> Option<R>) -> Delivery {
         let waker = {
             let mut inner = self.lock();
             let Some(slot) = inner.slots.get_mut(&id) else {
@@ -209,10 +213,10 @@ impl<R> Pending<R> {
                 self.counters.unknown_id.fetch_add(1, Ordering::Relaxed);
                 return Delivery::Duplicate;
             }
-            if !matches(slot.question()) {
+            let Some(reply) = accept(slot.question()) else {
                 self.counters.wrong_question.fetch_add(1, Ordering::Relaxed);
                 return Delivery::WrongQuestion;
-            }
+            };
             match std::mem::replace(&mut slot.state, State::Done(Ok(reply))) {
                 State::Waiting(w) => w,
                 _ => None,
@@ -251,18 +255,18 @@ impl<R> Pending<R> {
 }
 
 /// One waiting query's claim on its ID. Dropping it frees the ID.
-pub struct Ticket<'a, R> {
-    table: &'a Pending<R>,
+pub struct Ticket<R> {
+    table: Arc<Pending<R>>,
     id: u16,
 }
 
-impl<R> std::fmt::Debug for Ticket<'_, R> {
+impl<R> std::fmt::Debug for Ticket<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ticket").field("id", &self.id).finish()
     }
 }
 
-impl<R> Ticket<'_, R> {
+impl<R> Ticket<R> {
     /// The message ID to send the query with.
     pub fn id(&self) -> u16 {
         self.id
@@ -274,33 +278,36 @@ impl<R> Ticket<'_, R> {
     /// # Errors
     /// The error [`Pending::fail_all`] gave, or `Other` if the reply was already taken.
     pub async fn wait(&mut self) -> io::Result<R> {
-        poll_fn(|cx| {
-            let mut inner = self.table.lock();
-            let Some(slot) = inner.slots.get_mut(&self.id) else {
-                return Poll::Ready(Err(io::ErrorKind::Other.into()));
-            };
-            match &mut slot.state {
-                State::Waiting(w) => {
-                    match w {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => *w = Some(cx.waker().clone()),
-                    }
-                    Poll::Pending
+        poll_fn(|cx| self.poll_reply(cx)).await
+    }
+
+    /// Polls for the reply (for callers waiting on several tickets at once): ready once,
+    /// with the reply or the transport's error; later polls give `Other`.
+    pub fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        let mut inner = self.table.lock();
+        let Some(slot) = inner.slots.get_mut(&self.id) else {
+            return Poll::Ready(Err(io::ErrorKind::Other.into()));
+        };
+        match &mut slot.state {
+            State::Waiting(w) => {
+                match w {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
                 }
-                State::Taken => Poll::Ready(Err(io::ErrorKind::Other.into())),
-                State::Done(_) => {
-                    let State::Done(r) = std::mem::replace(&mut slot.state, State::Taken) else {
-                        return Poll::Ready(Err(io::ErrorKind::Other.into()));
-                    };
-                    Poll::Ready(r.map_err(io::Error::from))
-                }
+                Poll::Pending
             }
-        })
-        .await
+            State::Taken => Poll::Ready(Err(io::ErrorKind::Other.into())),
+            State::Done(_) => {
+                let State::Done(r) = std::mem::replace(&mut slot.state, State::Taken) else {
+                    return Poll::Ready(Err(io::ErrorKind::Other.into()));
+                };
+                Poll::Ready(r.map_err(io::Error::from))
+            }
+        }
     }
 }
 
-impl<R> Drop for Ticket<'_, R> {
+impl<R> Drop for Ticket<R> {
     fn drop(&mut self) {
         let slot = self.table.lock().slots.remove(&self.id);
         // The reply (if any) is dropped outside the lock.
@@ -311,8 +318,7 @@ impl<R> Drop for Ticket<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::task::{Context, Wake};
+    use std::task::Wake;
 
     struct Flag(std::sync::atomic::AtomicBool);
     impl Wake for Flag {
@@ -321,7 +327,7 @@ mod tests {
         }
     }
 
-    fn poll_once<R>(t: &mut Ticket<'_, R>, flag: &Arc<Flag>) -> Poll<io::Result<R>> {
+    fn poll_once<R>(t: &mut Ticket<R>, flag: &Arc<Flag>) -> Poll<io::Result<R>> {
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
         let mut fut = std::pin::pin!(t.wait());
@@ -334,23 +340,26 @@ mod tests {
 
     #[test]
     fn matched_by_id_then_question() {
-        let p: Pending<u32> = Pending::new(8);
+        let p: Arc<Pending<u32>> = Arc::new(Pending::new(8));
         let mut t = p.register(Q).unwrap();
         let id = t.id();
         let flag = Arc::new(Flag(false.into()));
         assert!(poll_once(&mut t, &flag).is_pending());
         assert_eq!(
-            p.complete(id.wrapping_add(1), |_| true, 1),
+            p.complete(id.wrapping_add(1), |_| Some(1)),
             Delivery::UnknownId
         );
         assert_eq!(
-            p.complete(id, |q| q == b"other", 2),
+            p.complete(id, |q| (q == b"other").then_some(2)),
             Delivery::WrongQuestion
         );
         assert!(!flag.0.load(Ordering::SeqCst), "nothing delivered yet");
-        assert_eq!(p.complete(id, |q| q == Q, 3), Delivery::Delivered);
+        assert_eq!(
+            p.complete(id, |q| (q == Q).then_some(3)),
+            Delivery::Delivered
+        );
         assert!(flag.0.load(Ordering::SeqCst), "the waiter was woken");
-        assert_eq!(p.complete(id, |_| true, 4), Delivery::Duplicate);
+        assert_eq!(p.complete(id, |_| Some(4)), Delivery::Duplicate);
         match poll_once(&mut t, &flag) {
             Poll::Ready(Ok(v)) => assert_eq!(v, 3, "the matching reply, not a later one"),
             other => panic!("{other:?}"),
@@ -361,7 +370,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique_random_and_freed_on_drop() {
-        let p: Pending<()> = Pending::new(1000);
+        let p: Arc<Pending<()>> = Arc::new(Pending::new(1000));
         let tickets: Vec<_> = (0..1000).map(|_| p.register(Q).unwrap()).collect();
         let mut ids: Vec<u16> = tickets.iter().map(|t| t.id()).collect();
         let in_order = ids.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
@@ -375,7 +384,7 @@ mod tests {
         drop(tickets);
         assert!(p.is_empty());
         assert_eq!(
-            p.complete(id, |_| true, ()),
+            p.complete(id, |_| Some(())),
             Delivery::UnknownId,
             "a late reply after the ticket was dropped"
         );
@@ -383,7 +392,7 @@ mod tests {
 
     #[test]
     fn fail_all_wakes_every_waiter_and_close_refuses_more() {
-        let p: Pending<()> = Pending::new(8);
+        let p: Arc<Pending<()>> = Arc::new(Pending::new(8));
         let mut a = p.register(Q).unwrap();
         let mut b = p.register(Q).unwrap();
         let (fa, fb) = (Arc::new(Flag(false.into())), Arc::new(Flag(false.into())));
@@ -402,7 +411,7 @@ mod tests {
 
     #[test]
     fn overlong_question_is_refused() {
-        let p: Pending<()> = Pending::new(8);
+        let p: Arc<Pending<()>> = Arc::new(Pending::new(8));
         assert_eq!(p.register(&[0u8; 300]).unwrap_err(), RegisterError::TooLong);
     }
 }

@@ -361,6 +361,64 @@ fn pos(haystack: &str, needle: &str) -> usize {
         .unwrap_or_else(|| panic!("{needle:?} not in route output:\n{haystack}"))
 }
 
+/// `check` and `route` say which UDP socket policy each server gets: a shared socket for
+/// loopback (and this host's own addresses) unless the zone says `shared_sockets = false`,
+/// a fresh random port per query for everything else.
+#[test]
+fn check_and_route_name_each_servers_socket_policy() {
+    let dir = TempDir::new("cli-sockets");
+    let config = dir.write(
+        "splitdns.toml",
+        r#"listen = ["127.0.0.1:0"]
+
+[[zone]]
+name = "consul"
+servers = ["127.0.0.1:8600"]
+
+[[zone]]
+name = "strict.test"
+servers = ["127.0.0.1:8601"]
+shared_sockets = false
+
+[[zone]]
+name = "."
+servers = ["192.0.2.1"]
+"#,
+    );
+    let cfg = config.to_str().unwrap();
+    let out = process::run(&["-c", cfg, "check"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for want in [
+        "127.0.0.1:8600 (shared socket)",
+        "127.0.0.1:8601 (fresh port per query)",
+        "192.0.2.1:53 (fresh port per query)",
+    ] {
+        assert!(stdout.contains(want), "check: no {want:?} in:\n{stdout}");
+    }
+    for (name, want) in [
+        (
+            "a.service.consul",
+            "127.0.0.1:8600 (servers; shared socket)",
+        ),
+        (
+            "a.strict.test",
+            "127.0.0.1:8601 (servers; fresh port per query)",
+        ),
+        (
+            "www.example.com",
+            "192.0.2.1:53 (servers; fresh port per query)",
+        ),
+    ] {
+        let out = process::run(&["-c", cfg, "route", name]);
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains(want),
+            "route {name}: no {want:?} in:\n{stdout}"
+        );
+    }
+}
+
 #[test]
 fn route_prints_zone_and_servers_in_order() {
     let dir = TempDir::new("cli-route");

@@ -514,67 +514,85 @@ fn forged_reply(q: &Message, i: usize) -> (Vec<u8>, bool) {
     (bad.to_vec().unwrap(), from_other)
 }
 
+/// The forged-reply flood against one upstream, with `extra` zone lines choosing the
+/// socket policy.
+async fn forged_flood(extra: &str) {
+    let s = Spoofer::start(FLOOD).await;
+    let d = Daemon::start(&zone_addrs(
+        ".",
+        &[toml_str(&s.addr.to_string())],
+        &format!("timeout_ms = 2000\n{extra}"),
+    ))
+    .await;
+    let q = query("www.example.com.", RecordType::A);
+    let r = client::udp(d.udp, &q).await;
+    let www = s.received("www.example.com.");
+    assert_eq!(www.len(), 1, "{www:?}");
+    assert_eq!(www[0].forged, FLOOD, "the flood went first");
+    assert_eq!(r.metadata.id, q.metadata.id);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        rdata_strings(&r.answers),
+        [WWW],
+        "the real answer, not {POISON}"
+    );
+    let e = d.event_for("www.example.com").await;
+    assert_eq!(
+        e.attempt_outcomes(),
+        [(s.addr.to_string(), "udp".into(), "answer".into())],
+        "one attempt, answered by the real reply"
+    );
+
+    // A cache hit returns the real data: nothing forged replaced it.
+    let r = client::udp(d.udp, &query("www.example.com.", RecordType::A)).await;
+    assert_eq!(rdata_strings(&r.answers), [WWW]);
+    assert_eq!(
+        s.received("www.example.com.").len(),
+        1,
+        "the second query was a cache hit"
+    );
+
+    // The forged question (evil.www.example.com) and type (AAAA) never entered the
+    // cache: asking for them goes upstream and gets the real answer.
+    let r = client::udp(d.udp, &query("evil.www.example.com.", RecordType::A)).await;
+    assert_eq!(rdata_strings(&r.answers), [WWW]);
+    let r = client::udp(d.udp, &query("www.example.com.", RecordType::AAAA)).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(r.answers.is_empty(), "real AAAA is NODATA: {:?}", r.answers);
+    assert_eq!(
+        s.received("evil.www.example.com.").len(),
+        1,
+        "went upstream"
+    );
+    assert_eq!(s.received("www.example.com.").len(), 2, "went upstream");
+}
+
+/// Remote upstreams (here forced with `shared_sockets = false`, since tests may only
+/// talk to loopback): a fresh random port per query.
 #[test]
 fn forged_reply_flood_changes_neither_the_answer_nor_the_cache() {
-    bounded(LIMIT, async {
-        let s = Spoofer::start(FLOOD).await;
-        let d = Daemon::start(&zone_addrs(
-            ".",
-            &[toml_str(&s.addr.to_string())],
-            "timeout_ms = 2000",
-        ))
-        .await;
-        let q = query("www.example.com.", RecordType::A);
-        let r = client::udp(d.udp, &q).await;
-        let www = s.received("www.example.com.");
-        assert_eq!(www.len(), 1, "{www:?}");
-        assert_eq!(www[0].forged, FLOOD, "the flood went first");
-        assert_eq!(r.metadata.id, q.metadata.id);
-        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
-        assert_eq!(
-            rdata_strings(&r.answers),
-            [WWW],
-            "the real answer, not {POISON}"
-        );
-        let e = d.event_for("www.example.com").await;
-        assert_eq!(
-            e.attempt_outcomes(),
-            [(s.addr.to_string(), "udp".into(), "answer".into())],
-            "one attempt, answered by the real reply"
-        );
+    bounded(LIMIT, forged_flood("shared_sockets = false"));
+}
 
-        // A cache hit returns the real data: nothing forged replaced it.
-        let r = client::udp(d.udp, &query("www.example.com.", RecordType::A)).await;
-        assert_eq!(rdata_strings(&r.answers), [WWW]);
-        assert_eq!(
-            s.received("www.example.com.").len(),
-            1,
-            "the second query was a cache hit"
-        );
-
-        // The forged question (evil.www.example.com) and type (AAAA) never entered the
-        // cache: asking for them goes upstream and gets the real answer.
-        let r = client::udp(d.udp, &query("evil.www.example.com.", RecordType::A)).await;
-        assert_eq!(rdata_strings(&r.answers), [WWW]);
-        let r = client::udp(d.udp, &query("www.example.com.", RecordType::AAAA)).await;
-        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
-        assert!(r.answers.is_empty(), "real AAAA is NODATA: {:?}", r.answers);
-        assert_eq!(
-            s.received("evil.www.example.com.").len(),
-            1,
-            "went upstream"
-        );
-        assert_eq!(s.received("www.example.com.").len(), 2, "went upstream");
-    });
+/// A loopback upstream on a long-lived shared socket: the demultiplexer drops every forged
+/// reply (wrong ID, question, type, QR=0; the other source port is dropped by the kernel).
+#[test]
+fn forged_reply_flood_on_a_shared_socket_changes_neither_the_answer_nor_the_cache() {
+    bounded(LIMIT, forged_flood(""));
 }
 
 #[test]
 fn upstream_queries_use_fresh_random_ids_and_source_ports() {
     bounded(LIMIT, async {
         let s = Spoofer::start(0).await;
+        // Loopback would get a shared socket: force the policy remote servers get.
         let d = Daemon::start(&format!(
             "{NO_CACHE}{}",
-            zone_addrs(".", &[toml_str(&s.addr.to_string())], "")
+            zone_addrs(
+                ".",
+                &[toml_str(&s.addr.to_string())],
+                "shared_sockets = false"
+            )
         ))
         .await;
         const N: usize = 8;
@@ -613,6 +631,66 @@ fn upstream_queries_use_fresh_random_ids_and_source_ports() {
         };
         assert!(!steps(&ids), "upstream IDs are sequential: {ids:04x?}");
         assert!(!steps(&ports), "source ports are sequential: {ports:?}");
+    });
+}
+
+/// A loopback upstream is asked over long-lived sockets (one per receive thread, at most
+/// one more), with random IDs that no two waiting queries share; with many queries in
+/// flight on one socket and forged replies (wrong ID, question, type, QR=0) mixed in,
+/// each client still gets its own answer.
+#[test]
+fn loopback_upstream_shares_sockets_and_replies_are_matched_by_id_and_question() {
+    bounded(LIMIT, async {
+        let s = Spoofer::start(10).await;
+        let d = Daemon::start(&format!(
+            "{NO_CACHE}{}",
+            zone_addrs(".", &[toml_str(&s.addr.to_string())], "timeout_ms = 3000")
+        ))
+        .await;
+        const N: usize = 48;
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let addr = d.udp;
+            tasks.push(tokio::spawn(async move {
+                let name = format!("n{i}.example.com.");
+                let q = query(&name, RecordType::A);
+                let r = client::udp(addr, &q).await;
+                (name, q.metadata.id, r)
+            }));
+        }
+        for t in tasks {
+            let (name, id, r) = t.await.unwrap();
+            assert_eq!(r.metadata.id, id);
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{name}");
+            assert_eq!(rdata_strings(&r.answers), [WWW], "{name}: not {POISON}");
+            let owner = r.answers[0].name.to_ascii();
+            assert!(
+                owner.eq_ignore_ascii_case(&name),
+                "{name} got the answer for {owner}"
+            );
+        }
+        let got: Vec<Received> = (0..N)
+            .flat_map(|i| s.received(&format!("n{i}.example.com.")))
+            .collect();
+        assert_eq!(got.len(), N, "one upstream query per client query: {got:?}");
+        let mut ports: Vec<u16> = got.iter().map(|r| r.source.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert!(
+            ports.len() <= splitdns::app::thread_count() + 1,
+            "{N} queries came from {} source ports: not shared",
+            ports.len()
+        );
+        let ids: Vec<u16> = got.iter().map(|r| r.id).collect();
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() >= N - 2, "upstream IDs repeat: {ids:04x?}");
+        let steps: Vec<u16> = ids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+        assert!(
+            !steps.iter().all(|x| *x == steps[0]),
+            "upstream IDs are sequential: {ids:04x?}"
+        );
     });
 }
 
