@@ -35,6 +35,7 @@ use std::task::Poll;
 
 use arc_swap::ArcSwapOption;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -297,10 +298,26 @@ async fn read_loop(conn: Arc<Conn>, server: SocketAddr) {
     let conn = &reader.0;
     let mut buf = vec![0u8; UDP_BUF];
     loop {
-        tokio::select! {
+        let ready = tokio::select! {
             biased;
             _ = conn.stop.cancelled() => break,
-            r = conn.sock.readable() => if r.is_err() { break },
+            r = conn.sock.ready(Interest::READABLE | Interest::ERROR) => match r {
+                Ok(r) => r,
+                Err(_) => break,
+            },
+        };
+        if ready.is_error() {
+            // An ICMP error on the connected socket (port unreachable: the server is not
+            // listening). Epoll reports it apart from readability. Everyone waiting asked
+            // that server: fail them now rather than at their timeout, as a socket of
+            // their own would.
+            if let Ok(Some(e)) = conn.sock.take_error() {
+                tracing::debug!(upstream = %server, error = %e, "shared socket error");
+                conn.pending.fail_all(e.kind(), false);
+            }
+            let _ = conn.sock.try_io(Interest::ERROR, || {
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
         }
         let mut drained = false;
         for _ in 0..READ_BATCH {
@@ -311,9 +328,7 @@ async fn read_loop(conn: Arc<Conn>, server: SocketAddr) {
                     break;
                 }
                 Err(e) => {
-                    // An ICMP error on the connected socket (port unreachable: the server is
-                    // not listening): everyone waiting asked that server, so fail them now
-                    // rather than at their timeout, as a fresh socket would.
+                    // The same, reported by the receive call.
                     tracing::debug!(upstream = %server, error = %e, "shared socket error");
                     conn.pending.fail_all(e.kind(), false);
                 }
