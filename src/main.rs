@@ -240,10 +240,11 @@ fn servers_file_errors(config: &Config) -> anyhow::Result<()> {
 }
 
 fn zone_summary(z: &state::Zone, zc: &splitdns::config::ZoneConfig) -> String {
-    let servers: Vec<String> = z
+    let servers: Vec<String> = z.servers.iter().map(ToString::to_string).collect();
+    let sockets: Vec<String> = z
         .servers
         .iter()
-        .map(|s| format!("{s} ({})", s.transport_note()))
+        .map(|s| format!("{s} {}", s.transport_note()))
         .collect();
     let mut line = format!(
         "zone {}: {} server(s) [{}], timeout {} ms, cache {}",
@@ -262,6 +263,9 @@ fn zone_summary(z: &state::Zone, zc: &splitdns::config::ZoneConfig) -> String {
     }
     if !zc.reverse_zones.is_empty() {
         line.push_str(&format!(", reverse {}", zc.reverse_zones.join(" ")));
+    }
+    if !sockets.is_empty() {
+        line.push_str(&format!(", sockets [{}]", sockets.join(", ")));
     }
     line
 }

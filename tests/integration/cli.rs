@@ -390,9 +390,9 @@ servers = ["192.0.2.1"]
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     for want in [
-        "127.0.0.1:8600 (shared socket)",
-        "127.0.0.1:8601 (fresh port per query)",
-        "192.0.2.1:53 (fresh port per query)",
+        "sockets [127.0.0.1:8600 shared socket]",
+        "sockets [127.0.0.1:8601 fresh port per query]",
+        "sockets [192.0.2.1:53 fresh port per query]",
     ] {
         assert!(stdout.contains(want), "check: no {want:?} in:\n{stdout}");
     }

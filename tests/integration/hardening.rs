@@ -669,10 +669,12 @@ fn loopback_upstream_shares_sockets_and_replies_are_matched_by_id_and_question()
                 "{name} got the answer for {owner}"
             );
         }
+        // At least one upstream query per client query (more if a slow reply made the
+        // failover loop retransmit, each copy with its own ID).
         let got: Vec<Received> = (0..N)
             .flat_map(|i| s.received(&format!("n{i}.example.com.")))
             .collect();
-        assert_eq!(got.len(), N, "one upstream query per client query: {got:?}");
+        assert!(got.len() >= N, "{got:?}");
         let mut ports: Vec<u16> = got.iter().map(|r| r.source.port()).collect();
         ports.sort_unstable();
         ports.dedup();
@@ -685,7 +687,10 @@ fn loopback_upstream_shares_sockets_and_replies_are_matched_by_id_and_question()
         let mut distinct = ids.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        assert!(distinct.len() >= N - 2, "upstream IDs repeat: {ids:04x?}");
+        assert!(
+            distinct.len() >= got.len() - 2,
+            "upstream IDs repeat: {ids:04x?}"
+        );
         let steps: Vec<u16> = ids.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
         assert!(
             !steps.iter().all(|x| *x == steps[0]),

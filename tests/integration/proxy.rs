@@ -132,7 +132,13 @@ fn srv_glue_in_additional_passes_through() {
 fn upstream_query_has_edns_1232_and_a_fresh_id() {
     bounded(LIMIT, async {
         let p = Fake::answering(public_table()).await;
-        let d = public_daemon(&p).await;
+        // A loopback server would get a shared socket (one source port per thread): ask
+        // it the way remote servers are asked, a fresh port per query.
+        let d = Daemon::start(&format!(
+            "{NO_CACHE}{}",
+            zone(".", &[&p], "shared_sockets = false")
+        ))
+        .await;
         let mut client_ids = Vec::new();
         for _ in 0..4 {
             // musl-style: no EDNS, always the same ID.
