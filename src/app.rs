@@ -19,6 +19,7 @@ use crate::event::EventSink;
 use crate::reload;
 use crate::server;
 use crate::state::{Shared, Snapshot};
+use crate::tcp;
 use crate::upstream::{Loops, Registry};
 
 /// How long shutdown waits for in-flight queries.
@@ -224,7 +225,7 @@ pub async fn run(
             what: "cannot register a tcp listener".into(),
             source,
         })?;
-        tracker.spawn(server::tcp_accept_loop(
+        tracker.spawn(tcp::accept_loop(
             listener,
             shared.clone(),
             config.limits.clone(),

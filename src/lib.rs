@@ -16,7 +16,9 @@
 //!   reloads), one exchange per transport (UDP, TCP, DNS over TLS with pooled pipelined
 //!   connections), the in-order failover loop with back-off, loop detection.
 //! - `forward`: the per-query pipeline (parse, route, cache, upstream, reply).
-//! - `server`: UDP receive loops with the cache-hit fast path, and the TCP front end.
+//! - `server`: UDP receive loops with the cache-hit fast path.
+//! - `tcp`: the TCP front end, every client-held resource bounded (slowest shed first).
+//! - `diag`: diagnostics that cannot flood (rate-limited warnings with counts).
 //! - `event/`: one JSON event per query (the record, its JSON line, the writer thread).
 //! - `state`: the swappable snapshot and the shared state.
 //! - `reload`: SIGHUP and servers-file watching.
@@ -31,6 +33,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod diag;
 pub mod event;
 pub mod forward;
 pub mod generate;
@@ -43,5 +46,6 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod tcp;
 pub mod upstream;
 pub mod wire;

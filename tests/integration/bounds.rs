@@ -3,18 +3,25 @@
 //!
 //! 1. The cache stays inside `cache.max_bytes` with thousands of distinct 60 KB answers
 //!    from a real authoritative server (NSD) over TCP, and so does the process's RSS.
+//! 4. TCP clients cannot hold the door shut: with 300 clients that pipeline queries and
+//!    never read (more than the 256 connections allowed), and with 300 connections that
+//!    dribble a byte per second, a new TCP client is answered within a generous 3 s
+//!    (not the 45 s it waited before) and RSS stays bounded.
 //!
 //! Figures are printed with `eprintln!`; run with `--nocapture` to see them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::{RData, RecordType};
 
 use crate::client::{self, query};
-use crate::daemon::{bounded, toml_str, zone_addrs, TempDir};
+use crate::daemon::{bounded, toml_str, zone, zone_addrs, TempDir};
+use crate::fake::{public_table, Fake};
 use crate::hardening::{binary_config, rss_kb, tcp_try};
 use crate::nsd::Nsd;
 use crate::process::Server;
@@ -127,4 +134,215 @@ fn cache_stays_inside_its_byte_budget_with_distinct_large_answers() {
         grown_mb < 80,
         "RSS grew by {grown_mb} MB (from {base} kB to {rss} kB)"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. TCP clients cannot hold the door shut
+// ---------------------------------------------------------------------------------------
+
+/// How a hostile TCP client misbehaves.
+#[derive(Clone, Copy, Debug)]
+enum Hostile {
+    /// Writes 20 queries every 200 ms and never reads a reply.
+    NeverReads,
+    /// Keeps a query always half-sent: its length, then a byte per second, finishing each
+    /// message just inside the server's time for one.
+    Dribbles,
+}
+
+/// `n` hostile clients against `tcp`, reconnecting whenever they are dropped, until
+/// `stop`. Returns how many connections they made.
+fn hostile_clients(
+    tcp: SocketAddr,
+    n: usize,
+    how: Hostile,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<usize>> {
+    (0..n)
+        .map(|c| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                // A 32 KB answer: a dozen fill what the kernel buffers.
+                let q = client::encode(&query("fat.example.com.", RecordType::TXT));
+                let mut frame = (q.len() as u16).to_be_bytes().to_vec();
+                frame.extend_from_slice(&q);
+                let burst: Vec<u8> = frame
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(frame.len() * 200)
+                    .collect();
+                let mut connections = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(Ok(mut s)) = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tokio::net::TcpStream::connect(tcp),
+                    )
+                    .await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    connections += 1;
+                    // Spread the starts a little so they do not all arrive in one tick.
+                    if connections == 1 {
+                        tokio::time::sleep(Duration::from_millis(c as u64 % 50)).await;
+                    }
+                    'conn: while !stop.load(Ordering::SeqCst) {
+                        match how {
+                            Hostile::NeverReads => {
+                                match tokio::time::timeout(
+                                    Duration::from_millis(500),
+                                    s.write_all(&burst),
+                                )
+                                .await
+                                {
+                                    Ok(Ok(())) => {}
+                                    Ok(Err(_)) => break 'conn,
+                                    Err(_) => {} // our send buffer is full: they stopped reading too
+                                }
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            Hostile::Dribbles => {
+                                // The length at once (the message has begun), four body
+                                // bytes a second apart, the rest just inside the server's
+                                // 5 s for a message; then the next message.
+                                let (start, rest) = frame.split_at(3);
+                                let (slow, tail) = rest.split_at(4);
+                                if s.write_all(start).await.is_err() {
+                                    break 'conn;
+                                }
+                                for b in slow {
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                    if stop.load(Ordering::SeqCst)
+                                        || s.write_all(&[*b]).await.is_err()
+                                    {
+                                        break 'conn;
+                                    }
+                                }
+                                if s.write_all(tail).await.is_err() {
+                                    break 'conn;
+                                }
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                connections
+            })
+        })
+        .collect()
+}
+
+/// How long an honest client may wait: generous (a loaded 2-core machine), and far below
+/// the 45 s it waited before connections were shed by slowness.
+const HONEST_WAIT: Duration = Duration::from_secs(3);
+
+/// One TCP exchange within [`HONEST_WAIT`], saying which step failed.
+async fn honest_exchange(tcp: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = Instant::now();
+    let deadline = HONEST_WAIT;
+    let mut s = match tokio::time::timeout(deadline, tokio::net::TcpStream::connect(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Err(_) => return Err("connect timed out".into()),
+    };
+    let connected = t.elapsed();
+    let step = async {
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(bytes);
+        s.write_all(&framed)
+            .await
+            .map_err(|e| format!("write after {connected:?}: {e}"))?;
+        let len = s
+            .read_u16()
+            .await
+            .map_err(|e| format!("read (connected after {connected:?}): {e}"))?;
+        let mut buf = vec![0u8; usize::from(len)];
+        s.read_exact(&mut buf)
+            .await
+            .map_err(|e| format!("read body: {e}"))?;
+        Ok(buf)
+    };
+    match tokio::time::timeout(deadline, step).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "no answer within {deadline:?} (connected after {connected:?})"
+        )),
+    }
+}
+
+/// Ten new TCP clients, one every 300 ms, each of which must be answered within
+/// [`HONEST_WAIT`].
+async fn honest_clients_served(tcp: SocketAddr, what: &str) -> Vec<Duration> {
+    let mut took = Vec::new();
+    for i in 0..10 {
+        let q = query("www.example.com.", RecordType::A);
+        let t = Instant::now();
+        let reply = honest_exchange(tcp, &client::encode(&q)).await;
+        let elapsed = t.elapsed();
+        let reply = match reply {
+            Ok(r) => r,
+            Err(why) => panic!("{what}: honest TCP client {i}: {why} (earlier: {took:?})"),
+        };
+        let m = Message::from_vec(&reply).unwrap();
+        assert_eq!(m.metadata.id, q.metadata.id);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{what}");
+        took.push(elapsed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    took
+}
+
+fn tcp_door_test(how: Hostile) {
+    bounded(Duration::from_secs(120), async move {
+        let mut table = public_table();
+        let strings = vec!["y".repeat(250); 128];
+        table.add("fat.example.com", 300, RData::TXT(TXT::new(strings)));
+        let upstream = Fake::answering(table).await;
+        let dir = TempDir::new("door");
+        let config = binary_config(&dir, "off", &zone(".", &[&upstream], ""));
+        let mut server = Server::serve(&config, &[]);
+        // Both answers cached first: what is measured is the door, not the upstream.
+        for (name, qtype) in [
+            ("www.example.com.", RecordType::A),
+            ("fat.example.com.", RecordType::TXT),
+        ] {
+            let r = client::tcp(server.tcp, &query(name, qtype)).await;
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        }
+        let base = rss_kb(server.pid());
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = hostile_clients(server.tcp, 300, how, stop.clone());
+        // Let them take every slot.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let took = honest_clients_served(server.tcp, &format!("{how:?}")).await;
+        let rss = rss_kb(server.pid());
+        stop.store(true, Ordering::SeqCst);
+        let mut connections = 0;
+        for c in clients {
+            connections += tokio::time::timeout(Duration::from_secs(10), c)
+                .await
+                .expect("hostile client ends")
+                .unwrap();
+        }
+        eprintln!(
+            "{how:?}: 300 hostile clients ({connections} connections); honest clients answered in {took:?}; RSS {base} kB -> {rss} kB"
+        );
+        let grown_mb = rss.saturating_sub(base) / 1024;
+        assert!(grown_mb < 64, "RSS grew by {grown_mb} MB");
+        assert!(server.wait_exit(Duration::ZERO).is_none(), "still running");
+    });
+}
+
+#[test]
+fn clients_that_never_read_do_not_lock_out_new_tcp_clients() {
+    tcp_door_test(Hostile::NeverReads);
+}
+
+#[test]
+fn slowloris_connections_do_not_lock_out_new_tcp_clients() {
+    tcp_door_test(Hostile::Dribbles);
 }
