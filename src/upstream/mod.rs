@@ -604,14 +604,22 @@ async fn udp_rounds(
     let first = attempts.len();
     let mut ids: Vec<u16> = Vec::with_capacity(4);
     let mut sent_at: Vec<Instant> = Vec::with_capacity(4);
-    let mut wait = server.health.rtt.rto(ceiling);
-    let mut next_send = Instant::now();
     let mut buf = Vec::new();
     let result = loop {
         let now = Instant::now();
         if now >= end {
             break Err(UpstreamError::Timeout);
         }
+        // Re-read each time: a server first measured while this query waits (another
+        // query's reply, at start-up) gets its copies re-sent on that time, not after
+        // `timeout_ms`.
+        let next_send = match sent_at.last() {
+            None => now,
+            Some(last) => {
+                let rto = server.health.rtt.rto(ceiling);
+                *last + rto.saturating_mul(1 << (sent_at.len() - 1).min(16))
+            }
+        };
         if now >= next_send {
             let id = flight.next_id(q.question);
             let msg = wire::upstream_query_with(q, id, opt);
@@ -627,10 +635,13 @@ async fn udp_rounds(
                 elapsed: Duration::ZERO,
                 tls: None,
             });
-            next_send = now + wait;
-            wait = wait.saturating_mul(2);
+            continue;
         }
-        let wake = tokio::time::Instant::from_std(next_send.min(end));
+        let mut wake = next_send.min(end);
+        if server.health.rtt.srtt().is_none() {
+            wake = wake.min(now + RTO_FLOOR);
+        }
+        let wake = tokio::time::Instant::from_std(wake);
         tokio::select! {
             got = flight.recv(&mut buf) => match got {
                 Err(e) => break Err(e.into()),

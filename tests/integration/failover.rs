@@ -280,6 +280,30 @@ fn lost_datagrams_are_retransmitted_on_an_rtt_based_timeout() {
     });
 }
 
+/// Just after start nothing is measured: a query whose first datagram is lost must not
+/// wait the whole `timeout_ms` once another query's reply has measured the server.
+#[test]
+fn a_server_measured_meanwhile_gets_lost_copies_resent_early() {
+    bounded(LIMIT, async {
+        let a = Fake::start(Behaviour::DropFirstOf("www.example.com", 1), public_table()).await;
+        let d = Arc::new(Daemon::start(&zone_of(&[&a], "timeout_ms = 1000")).await);
+        let lost = query("www.example.com.", RecordType::A);
+        let id = lost.metadata.id;
+        let waiting = {
+            let d = d.clone();
+            tokio::spawn(async move { client::udp(d.udp, &lost).await })
+        };
+        a.wait_until_asked(Duration::from_secs(5)).await;
+        // Another query measures the server while the first waits on its lost datagram.
+        let r = client::udp(d.udp, &query("other.example.com.", RecordType::A)).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        let r = waiting.await.unwrap();
+        assert_eq!(rdata_strings(&r.answers), [A_ANSWER]);
+        let ev = d.event_with_id(id).await;
+        assert_eq!(outcomes(&ev), ["lost", "answer"], "{ev:?}");
+    });
+}
+
 /// 30 % of the datagrams to the only upstream are lost: every client still gets its
 /// answer (today about one in ten gets SERVFAIL).
 #[test]

@@ -51,6 +51,8 @@ pub enum Behaviour {
     /// Over UDP, the first this-many datagrams of each name (any case) are dropped, then
     /// it is answered: a lost query, deterministically. TCP is answered.
     DropFirst(u32),
+    /// Like `DropFirst`, for this one name only; other names are answered.
+    DropFirstOf(&'static str, u32),
     /// Over UDP, each datagram is dropped with this percent chance (seeded, so a run can
     /// be replayed); the rest are answered. TCP is answered.
     Loss(u8),
@@ -447,17 +449,8 @@ async fn serve_udp(socket: Arc<UdpSocket>, state: Arc<State>) {
 /// [`Behaviour::Loss`].
 fn lose(state: &State, query: &Message) -> bool {
     let drop = match state.behaviour() {
-        Behaviour::DropFirst(n) => {
-            let name = query
-                .queries
-                .first()
-                .map(|q| q.name().to_ascii().to_ascii_lowercase())
-                .unwrap_or_default();
-            let mut map = state.per_name.lock().expect("per_name lock");
-            let seen = map.entry(name).or_insert(0);
-            *seen += 1;
-            *seen <= n
-        }
+        Behaviour::DropFirst(n) => first_of_name(state, query, None, n),
+        Behaviour::DropFirstOf(only, n) => first_of_name(state, query, Some(only), n),
         Behaviour::Loss(percent) => state
             .rng
             .lock()
@@ -469,6 +462,28 @@ fn lose(state: &State, query: &Message) -> bool {
         state.dropped.fetch_add(1, Ordering::SeqCst);
     }
     drop
+}
+
+/// Counts this datagram for its name; true while it is among the first `n` (of `only`,
+/// if given).
+fn first_of_name(state: &State, query: &Message, only: Option<&str>, n: u32) -> bool {
+    let name = query
+        .queries
+        .first()
+        .map(|q| {
+            q.name()
+                .to_ascii()
+                .trim_end_matches('.')
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    if only.is_some_and(|o| !o.trim_end_matches('.').eq_ignore_ascii_case(&name)) {
+        return false;
+    }
+    let mut map = state.per_name.lock().expect("per_name lock");
+    let seen = map.entry(name).or_insert(0);
+    *seen += 1;
+    *seen <= n
 }
 
 async fn reply_udp(socket: &UdpSocket, state: &State, query: &Message, peer: SocketAddr) {
@@ -494,6 +509,7 @@ async fn reply_udp(socket: &UdpSocket, state: &State, query: &Message, peer: Soc
         | Behaviour::OddClassQuestionless(_)
         | Behaviour::NoEdns(..)
         | Behaviour::DropFirst(_)
+        | Behaviour::DropFirstOf(..)
         | Behaviour::Loss(_) => {}
     }
     let limit = query
