@@ -266,8 +266,7 @@ pub struct Answer {
     pub bytes: Vec<u8>,
     /// Its structure.
     pub reply: Reply,
-    /// The server sent this query back to us (a forwarding loop); the reply is its
-    /// relay of the SERVFAIL we gave the returning copy.
+    /// The server sent this query back to us (a forwarding loop) before replying.
     pub looped: bool,
 }
 
@@ -401,13 +400,17 @@ impl Ask<'_> {
             }
         };
         server.health.answered();
-        let outcome = match ans.reply.rcode {
-            _ if ans.looped => Outcome::Loop,
+        let mut outcome = match ans.reply.rcode {
             rc if !self.policy.failover_rcodes.contains(&rc) => Outcome::Answer,
             rcode::SERVFAIL => Outcome::Servfail,
             rcode::REFUSED => Outcome::Refused,
             _ => Outcome::Error,
         };
+        // The server relays the SERVFAIL we gave the returning copy. (If it found a real
+        // answer elsewhere after that, the answer stands.)
+        if ans.looped && (outcome != Outcome::Answer || ans.reply.rcode == rcode::SERVFAIL) {
+            outcome = Outcome::Loop;
+        }
         if let Some(last) = attempts.last_mut() {
             last.outcome = outcome;
         }
