@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use rustls::pki_types::CertificateDer;
 
+use crate::dnssec::anchor::{unsupported as unsupported_anchor_algorithms, Anchors};
 use crate::net::{parse_config_addr, parse_server, Cidr, ServerSpec};
 use crate::route::normalize_zone;
 
@@ -134,6 +135,17 @@ struct RawConfig {
     /// The zones, each with its servers in the order they are tried.
     #[serde(default)]
     zone: Vec<RawZone>,
+    /// DNSSEC validation settings shared by the validating zones.
+    #[serde(default)]
+    dnssec: RawDnssec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnssec {
+    /// DS or DNSKEY records (presentation format); default: the built-in IANA root anchors.
+    #[serde(default)]
+    trust_anchor_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,6 +262,9 @@ struct RawZone {
     /// Share long-lived sockets with this zone's servers that cannot be spoofed off-path.
     #[serde(default = "default_true")]
     shared_sockets: bool,
+    /// "validate" or "off" (the default).
+    #[serde(default)]
+    dnssec: Option<Spanned<String>>,
 }
 
 /// Where query events are written.
@@ -345,6 +360,28 @@ pub struct ZoneConfig {
     /// Whether this zone's loopback and own-address servers may be asked over long-lived
     /// shared sockets (false: a fresh random source port per query for every server).
     pub shared_sockets: bool,
+    /// Whether answers of this zone are DNSSEC-validated.
+    pub dnssec: DnssecMode,
+}
+
+/// A zone's `dnssec` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DnssecMode {
+    /// Answers pass through unvalidated (private zones: Consul, libvirt).
+    #[default]
+    Off,
+    /// Answers are validated from the trust anchors down.
+    Validate,
+}
+
+impl DnssecMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnssecMode::Off => "off",
+            DnssecMode::Validate => "validate",
+        }
+    }
 }
 
 /// The validated configuration.
@@ -374,6 +411,8 @@ pub struct Config {
     /// (`check`'s look at users and files): `user`, `events.output`,
     /// `zone[N].servers_file`.
     pub key_positions: Vec<(String, usize, usize)>,
+    /// The DNSSEC trust anchors (`[dnssec] trust_anchor_file`, or the built-in root ones).
+    pub anchors: Anchors,
 }
 
 /// Turns byte offsets into line/column and builds errors that point into the file.
@@ -698,6 +737,7 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         events,
         limits,
         zone,
+        dnssec,
     } = raw;
 
     let mut listen_addrs = Vec::new();
@@ -777,6 +817,18 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         ));
     }
 
+    let anchors = match dnssec.trust_anchor_file {
+        None => Anchors::builtin(),
+        Some(f) if f.get_ref().trim().is_empty() => {
+            return Err(src.err(f.span(), "dnssec.trust_anchor_file", "must not be empty"))
+        }
+        Some(f) => Anchors::load(Path::new(f.get_ref()))
+            .map_err(|m| src.err(f.span(), "dnssec.trust_anchor_file", m))?,
+    };
+    if let Some(m) = unsupported_anchor_algorithms(&anchors).into_iter().next() {
+        return Err(src.err(0..0, "dnssec.trust_anchor_file", m));
+    }
+
     Ok(Config {
         path: src.path.to_owned(),
         listen: listen_addrs,
@@ -789,6 +841,7 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         limits,
         zones,
         key_positions,
+        anchors,
     })
 }
 
@@ -906,6 +959,7 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
         failover_rcodes,
         cache,
         shared_sockets,
+        dnssec,
     } = z;
     let key = |k: &str| format!("zone[{i}].{k}");
     if name.get_ref().trim().is_empty() {
@@ -1005,6 +1059,21 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
         rcodes.push(code);
     }
 
+    let dnssec = match dnssec {
+        None => DnssecMode::Off,
+        Some(d) => match d.get_ref().as_str() {
+            "validate" => DnssecMode::Validate,
+            "off" => DnssecMode::Off,
+            other => {
+                return Err(src.err(
+                    d.span(),
+                    &key("dnssec"),
+                    format!("unknown mode `{other}` (one of \"validate\", \"off\")"),
+                ))
+            }
+        },
+    };
+
     Ok(ZoneConfig {
         name: zname,
         reverse_zones,
@@ -1015,6 +1084,7 @@ fn validate_zone(i: usize, z: RawZone, src: &Source<'_>) -> Result<ZoneConfig, C
         failover_rcodes: rcodes,
         cache,
         shared_sockets,
+        dnssec,
     })
 }
 
@@ -1427,5 +1497,61 @@ cache = false
                 "for {text:?}\n got: {got}\nwant: {want}"
             );
         }
+    }
+
+    #[test]
+    fn dnssec_keys() {
+        let c =
+            parse("[[zone]]\nname = \".\"\ndnssec = \"validate\"\n[[zone]]\nname = \"consul\"\n")
+                .unwrap();
+        assert_eq!(c.zones[0].dnssec, DnssecMode::Validate);
+        assert_eq!(c.zones[1].dnssec, DnssecMode::Off, "default off");
+        assert_eq!(c.anchors, Anchors::builtin());
+        let e = err("[[zone]]\nname = \".\"\ndnssec = \"yes\"\n");
+        assert!(
+            e.starts_with("test.toml:3:10: zone[0].dnssec: unknown mode `yes`"),
+            "{e}"
+        );
+        let z = "[[zone]]\nname = \".\"\n";
+        let e = err(&format!(
+            "[dnssec]\ntrust_anchor_file = \"/nonexistent/root.key\"\n{z}"
+        ));
+        assert!(
+            e.starts_with("test.toml:2:21: dnssec.trust_anchor_file: /nonexistent/root.key"),
+            "{e}"
+        );
+        let e = err(&format!("[dnssec]\ntrust_anchr_file = \"x\"\n{z}"));
+        assert!(e.contains("dnssec.trust_anchr_file"), "{e}");
+    }
+
+    #[test]
+    fn dnssec_anchor_file_is_parsed_at_load() {
+        let dir = std::env::temp_dir().join(format!("splitdns-anchor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("root.ds");
+        std::fs::write(
+            &good,
+            ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n",
+        )
+        .unwrap();
+        let bad = dir.join("bad.key");
+        std::fs::write(&bad, ". IN A 192.0.2.1\n").unwrap();
+        let z = "[[zone]]\nname = \".\"\n";
+        let c = parse(&format!(
+            "[dnssec]\ntrust_anchor_file = \"{}\"\n{z}",
+            good.display()
+        ))
+        .unwrap();
+        assert_eq!(c.anchors.records.len(), 1);
+        assert!(c.anchors.describe().contains("DS 20326"));
+        let e = err(&format!(
+            "[dnssec]\ntrust_anchor_file = \"{}\"\n{z}",
+            bad.display()
+        ));
+        assert!(
+            e.contains("dnssec.trust_anchor_file") && e.contains("only DS and DNSKEY"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -8,7 +8,8 @@ use std::time::Instant;
 use hickory_proto::op::{Message, OpCode};
 
 use crate::cache::{self, Lookup};
-use crate::config::QUERY_DEADLINE;
+use crate::config::{DnssecMode, QUERY_DEADLINE};
+use crate::dnssec;
 use crate::event::{Attempt, CacheStatus, InlineName, Outcome, Proto, QueryEvent};
 use crate::local;
 use crate::state::{Shared, Zone};
@@ -222,6 +223,16 @@ pub async fn resolve(
     }
 
     let deadline = received + QUERY_DEADLINE;
+    if dnssec::validates(zone, &q) {
+        let asked = dnssec::Asked {
+            q: &q,
+            key: &key,
+            deadline,
+            marks: &marks,
+        };
+        let reply = dnssec::answer(shared, &snap, zone, &asked, ev).await;
+        return finish(reply, ev, proto, q.udp_limit());
+    }
     let answer = upstream::query(
         &zone.servers,
         zone.policy(),
@@ -234,7 +245,11 @@ pub async fn resolve(
     .await;
     if let Some(ans) = answer {
         ev.upstream = Some(ans.server);
-        if let Some(reply) = wire::client_reply(&ans.bytes, &ans.reply, &q) {
+        if let Some(mut reply) = wire::client_reply(&ans.bytes, &ans.reply, &q) {
+            if zone.dnssec == DnssecMode::Validate {
+                // CD=1 on a validating zone: unvalidated, so never AD (nor the upstream's).
+                dnssec::verdict::set_ad(&mut reply, false);
+            }
             if use_cache {
                 if let Some(life) = cache::lifetime(&ans.bytes, &ans.reply, &snap.cache) {
                     shared

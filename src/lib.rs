@@ -15,6 +15,8 @@
 //! - `upstream/`: the upstream servers (one `Server` per address and transport, kept across
 //!   reloads), one exchange per transport (UDP, TCP, DNS over TLS with pooled pipelined
 //!   connections), the in-order failover loop with back-off, loop detection.
+//! - `dnssec`: DNSSEC validation for `dnssec = "validate"` zones (trust anchors, hickory's
+//!   validator over our routing/cache/failover, verdict → AD / stripping / SERVFAIL+EDE).
 //! - `forward`: the per-query pipeline (parse, route, cache, upstream, reply).
 //! - `server`: UDP receive loops with the cache-hit fast path.
 //! - `tcp`: the TCP front end, every client-held resource bounded (slowest shed first).
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod dhcp;
 pub mod diag;
+pub mod dnssec;
 pub mod event;
 pub mod forward;
 pub mod generate;

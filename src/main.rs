@@ -111,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for (z, zc) in snap.zones.iter().zip(&config.zones) {
                 println!("{}", zone_summary(z, zc));
             }
+            println!("dnssec trust anchors: {}", config.anchors.describe());
             println!("{}: ok ({} zones)", cli.config.display(), snap.zones.len());
             Ok(())
         }
@@ -247,12 +248,13 @@ fn zone_summary(z: &state::Zone, zc: &splitdns::config::ZoneConfig) -> String {
         .map(|s| format!("{s} {}", s.transport_note()))
         .collect();
     let mut line = format!(
-        "zone {}: {} server(s) [{}], timeout {} ms, cache {}",
+        "zone {}: {} server(s) [{}], timeout {} ms, cache {}, dnssec {}",
         z.name,
         servers.len(),
         servers.join(", "),
         z.timeout.as_millis(),
-        if z.cache { "on" } else { "off" }
+        if z.cache { "on" } else { "off" },
+        z.dnssec.as_str()
     );
     if let Some(f) = &z.servers_file {
         line.push_str(&format!(

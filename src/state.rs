@@ -12,7 +12,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::cache::Cache;
-use crate::config::{CacheConfig, Config};
+use crate::config::{CacheConfig, Config, DnssecMode};
+use crate::dnssec::Validator;
 use crate::event::EventSink;
 use crate::net::{Cidr, ServerSpec};
 use crate::route::RouteTable;
@@ -38,6 +39,8 @@ pub struct Zone {
     pub failover_rcodes: Vec<u16>,
     /// Cache this zone's answers.
     pub cache: bool,
+    /// Validate this zone's answers.
+    pub dnssec: DnssecMode,
 }
 
 impl Zone {
@@ -65,6 +68,8 @@ pub struct Snapshot {
     pub cache: CacheConfig,
     /// The config this was built from.
     pub config: Arc<Config>,
+    /// The DNSSEC validator, when some zone validates.
+    pub validator: Option<Arc<Validator>>,
 }
 
 /// True if `server` is one of our own listen addresses (a forwarding loop). A wildcard
@@ -133,6 +138,7 @@ impl Snapshot {
                 timeout: zc.timeout,
                 failover_rcodes: zc.failover_rcodes.clone(),
                 cache: zc.cache,
+                dnssec: zc.dnssec,
             });
         }
         // Socket policy per server: shared only if every zone that uses it allows sharing
@@ -154,7 +160,12 @@ impl Snapshot {
         let in_use: Vec<Arc<Server>> = sharing.into_iter().map(|(s, _)| s).collect();
         registry.close_unused(&in_use);
         let routes = RouteTable::new(route_entries.iter().map(|(n, i)| (n.as_str(), *i)));
+        let validator = zones
+            .iter()
+            .any(|z| z.dnssec == DnssecMode::Validate)
+            .then(|| Arc::new(Validator::new(config.anchors.clone())));
         let snap = Snapshot {
+            validator,
             generation,
             routes,
             zones,
@@ -196,7 +207,7 @@ impl Shared {
             let o = old.zones.iter().find(|z| &*z.name == name);
             let n = new.zones.iter().find(|z| &*z.name == name);
             match (o, n) {
-                (Some(o), Some(n)) => o.servers == n.servers && n.cache,
+                (Some(o), Some(n)) => o.servers == n.servers && n.cache && o.dnssec == n.dnssec,
                 _ => false,
             }
         };
@@ -210,7 +221,11 @@ impl Shared {
                 .map(|z| (z.name.clone(), z.reverse_zones.clone()))
                 .collect()
         };
-        if old.cache != new.cache || routes(&old) != routes(&new) {
+        // New trust anchors change every validated answer (and the chain data under them).
+        if old.cache != new.cache
+            || routes(&old) != routes(&new)
+            || old.config.anchors != new.config.anchors
+        {
             self.cache.retain(|_| false);
         } else {
             self.cache.retain(unchanged);

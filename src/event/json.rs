@@ -286,6 +286,20 @@ impl QueryEvent {
         json_ms(out, self.duration);
         out.extend_from_slice(b",\"error\":");
         json_null_or(out, self.error, json_str);
+        out.extend_from_slice(b",\"dnssec\":");
+        json_null_or(out, self.dnssec.as_deref(), |o, d| {
+            o.extend_from_slice(b"{\"outcome\":\"");
+            o.extend_from_slice(d.outcome.as_str().as_bytes());
+            o.extend_from_slice(b"\",\"ede\":");
+            json_null_or(o, d.ede, |o, c| push_u64(o, u64::from(c)));
+            o.extend_from_slice(b",\"reason\":");
+            json_null_or(o, d.reason.as_deref(), json_str);
+            o.extend_from_slice(b",\"chain_lookups\":");
+            push_u64(o, u64::from(d.chain_lookups));
+            o.extend_from_slice(b",\"chain_upstream\":");
+            push_u64(o, u64::from(d.chain_upstream));
+            o.push(b'}');
+        });
         out.push(b'}');
     }
 }

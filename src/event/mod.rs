@@ -24,6 +24,7 @@
 //! | `size` | number | bytes of the reply sent (0 if none) |
 //! | `duration_ms` | number | from receipt to reply, milliseconds with µs precision |
 //! | `error` | string or null | why the query was not answered normally (`malformed`, `formerr`, `notimp`, `badvers`, `refused: client not allowed`, `refused: no zone`, `all servers failed`, `overload: servfail`, `overload: dropped`, `send failed`, ...) |
+//! | `dnssec` | object or null | zones with `dnssec = "validate"`, client CD=0, answered after validation: `{outcome, ede, reason, chain_lookups, chain_upstream}`; outcome is `secure`, `insecure`, `bogus` or `indeterminate`; `ede` (number or null) and `reason` (string or null) say why a bogus/indeterminate answer failed; `chain_lookups` counts the DNSKEY/DS/NS lookups the chain needed and `chain_upstream` those that missed the cache. Null otherwise (including cache hits, which replay a reply validated earlier) |
 //!
 //! Writing never blocks answering: events go through a bounded channel to a writer
 //! thread; when it is full the event is dropped and counted, and the count is logged.
@@ -228,6 +229,49 @@ pub struct QueryEvent {
     pub duration: Duration,
     /// Why the query was not answered normally.
     pub error: Option<&'static str>,
+    /// DNSSEC validation, for queries of a validating zone that were validated (None when
+    /// the zone does not validate or the client set CD).
+    pub dnssec: Option<Box<DnssecEvent>>,
+}
+
+/// The verdict of DNSSEC validation (RFC 4035 §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnssecOutcome {
+    /// Proven from the trust anchor down.
+    Secure,
+    /// Proven to be under an unsigned delegation.
+    Insecure,
+    /// Should have been signed and was not, or the proof failed.
+    Bogus,
+    /// Could not be decided (a chain lookup failed, or no anchor covers the name).
+    Indeterminate,
+}
+
+impl DnssecOutcome {
+    /// The name used in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnssecOutcome::Secure => "secure",
+            DnssecOutcome::Insecure => "insecure",
+            DnssecOutcome::Bogus => "bogus",
+            DnssecOutcome::Indeterminate => "indeterminate",
+        }
+    }
+}
+
+/// What validation found for one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnssecEvent {
+    /// The verdict.
+    pub outcome: DnssecOutcome,
+    /// The Extended DNS Error code sent (RFC 8914), for bogus/indeterminate.
+    pub ede: Option<u16>,
+    /// Why, in words, for bogus/indeterminate.
+    pub reason: Option<Box<str>>,
+    /// DNSKEY/DS/NS lookups the chain needed (answered from cache or upstream).
+    pub chain_lookups: u16,
+    /// How many of those went upstream.
+    pub chain_upstream: u16,
 }
 
 impl QueryEvent {
@@ -250,6 +294,7 @@ impl QueryEvent {
             size: 0,
             duration: Duration::ZERO,
             error: None,
+            dnssec: None,
         }
     }
 

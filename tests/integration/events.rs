@@ -32,6 +32,19 @@ pub struct Event {
     pub duration_ms: f64,
     /// Why the query was not answered normally.
     pub error: Option<String>,
+    /// DNSSEC validation of a validating zone's query (null otherwise).
+    pub dnssec: Option<Dnssec>,
+}
+
+/// The `dnssec` object of an event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dnssec {
+    pub outcome: String,
+    pub ede: Option<u16>,
+    pub reason: Option<String>,
+    pub chain_lookups: u32,
+    pub chain_upstream: u32,
 }
 
 /// One upstream attempt inside an event.

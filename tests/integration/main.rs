@@ -10,6 +10,8 @@
 //! - `daemon`: splitdns in-process (`app::bind` + `app::run` with a oneshot shutdown), temp
 //!   directories, config snippets, and `bounded` (a runtime with a time limit per test).
 //! - `events`: the event schema v1 (`deny_unknown_fields`) and reading the events file.
+//! - `lab`: the DNSSEC lab (tests/dnssec-lab/build.sh: a private signed hierarchy) served
+//!   by a real nsd on a kernel-chosen loopback port, killed by PID on drop.
 //! - `rng`: a seeded xorshift generator for the randomized tests.
 //! - `dotserver`: DNS-over-TLS servers: a CA minted per test (rcgen), real unbound DoT
 //!   instances on loopback, in-process misbehaving ones, connection counting.
@@ -43,6 +45,8 @@
 //! - `config_files`: every shipped config and every fixture.
 //! - `dot`: issue 13, DNS-over-TLS upstreams (answers, pooling and pipelining, strict
 //!   verification and failover, idle close and resumption, padding, `check`/`route`).
+//! - `dnssec`: issue 8: validation against the lab (secure, insecure, bogus with EDE, CD,
+//!   DO stripping, NSEC/NSEC3 denial, wildcard, CNAME, cache, off zones, anchors).
 //! - `cli`: the real binary end to end (`serve`, `check`, `route`, SIGHUP, SIGTERM).
 //! - `generate`: the man page (checked with groff) and shell completions (run in bash).
 
@@ -60,6 +64,7 @@ mod daemon;
 mod dotserver;
 mod events;
 mod fake;
+mod lab;
 mod nsd;
 mod process;
 mod rng;
@@ -71,6 +76,7 @@ mod bounds;
 mod cache;
 mod cli;
 mod config_files;
+mod dnssec;
 mod dot;
 mod ede;
 mod event_log;

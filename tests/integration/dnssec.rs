@@ -1,0 +1,303 @@
+//! Issue 8: DNSSEC validation against a private signed hierarchy (`lab`: ldns-signed zones
+//! served by a real nsd), through splitdns in-process. Each case names what it proves.
+
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::client::{self, query, with_edns};
+use crate::daemon::{bounded, toml_str, Daemon};
+use crate::events::Event;
+use crate::lab::Lab;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// How the client asks.
+#[derive(Clone, Copy)]
+struct Ask {
+    edns: bool,
+    do_bit: bool,
+    cd: bool,
+    ad: bool,
+}
+
+const DO: Ask = Ask {
+    edns: true,
+    do_bit: true,
+    cd: false,
+    ad: false,
+};
+const PLAIN_EDNS: Ask = Ask {
+    edns: true,
+    do_bit: false,
+    cd: false,
+    ad: false,
+};
+const NO_EDNS: Ask = Ask {
+    edns: false,
+    do_bit: false,
+    cd: false,
+    ad: false,
+};
+
+struct Got {
+    raw: Vec<u8>,
+    msg: Message,
+    ev: Event,
+}
+
+async fn ask(d: &Daemon, name: &str, t: RecordType, how: Ask) -> Got {
+    let mut m = query(name, t);
+    if how.edns {
+        m = with_edns(m, 1232, how.do_bit);
+    }
+    m.metadata.checking_disabled = how.cd;
+    m.metadata.authentic_data = how.ad;
+    let id = m.metadata.id;
+    let raw = client::udp_raw(d.udp, &client::encode(&m)).await;
+    let msg = client::decode(&raw);
+    let ev = d.event_with_id(id).await;
+    Got { raw, msg, ev }
+}
+
+/// The EDE info-code and text of a reply, if it carries one.
+fn ede(raw: &[u8]) -> Option<(u16, String)> {
+    let r = splitdns::wire::walk_reply(raw).ok()?;
+    let opt = r.opt()?;
+    let mut at = opt.rdata.start;
+    while at + 4 <= opt.rdata.end {
+        let code = u16::from_be_bytes([raw[at], raw[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([raw[at + 2], raw[at + 3]]));
+        let body = raw.get(at + 4..at + 4 + len)?;
+        if code == 15 && len >= 2 {
+            let info = u16::from_be_bytes([body[0], body[1]]);
+            return Some((info, String::from_utf8_lossy(&body[2..]).into_owned()));
+        }
+        at += 4 + len;
+    }
+    None
+}
+
+fn has_rrsig(m: &Message) -> bool {
+    m.answers
+        .iter()
+        .chain(m.authorities.iter())
+        .chain(m.additionals.iter())
+        .any(|r| {
+            matches!(
+                r.record_type(),
+                RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3
+            )
+        })
+}
+
+fn addrs(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn outcome(ev: &Event) -> Option<String> {
+    ev.dnssec.as_ref().map(|d| d.outcome.clone())
+}
+
+fn config(lab: &Lab, anchor: &std::path::Path) -> String {
+    format!(
+        "[dnssec]\ntrust_anchor_file = {}\n[[zone]]\nname = \"corp\"\nservers = [{s}]\n[[zone]]\nname = \".\"\nservers = [{s}]\ndnssec = \"validate\"\n",
+        toml_str(&anchor.to_string_lossy()),
+        s = lab.server()
+    )
+}
+
+#[test]
+fn secure_answers_get_ad_and_signatures_only_for_do_clients() {
+    bounded(LIMIT, async {
+        let lab = Lab::start().await;
+        let d = Daemon::start(&config(&lab, &lab.anchor_ds)).await;
+
+        let g = ask(&d, "www.sec.tld.", RecordType::A, DO).await;
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::NoError);
+        assert!(g.msg.metadata.authentic_data, "secure + DO → AD");
+        assert!(has_rrsig(&g.msg), "DO client gets the RRSIGs");
+        assert_eq!(addrs(&g.msg), ["192.0.2.1"]);
+        let dn =
+            g.ev.dnssec
+                .clone()
+                .expect("dnssec field on a validated query");
+        assert_eq!(dn.outcome, "secure");
+        assert!(dn.chain_lookups >= 2, "{dn:?}");
+        // Cold: the chain went upstream (repeats within the query come from the cache).
+        assert!(
+            dn.chain_upstream >= 2 && dn.chain_upstream <= dn.chain_lookups,
+            "{dn:?}"
+        );
+
+        // AD=1 without DO: AD, but no DNSSEC records (RFC 6840 §5.7, RFC 4035 §3.2.1).
+        let g = ask(
+            &d,
+            "www.sec.tld.",
+            RecordType::A,
+            Ask {
+                ad: true,
+                ..PLAIN_EDNS
+            },
+        )
+        .await;
+        assert!(g.msg.metadata.authentic_data);
+        assert!(!has_rrsig(&g.msg));
+        // The chain is cached now (our wire cache and hickory's proof cache): this
+        // validation cost no upstream chain lookup.
+        let dn = g.ev.dnssec.clone().unwrap();
+        assert_eq!(dn.outcome, "secure");
+        assert_eq!(dn.chain_upstream, 0, "{dn:?}");
+
+        // Neither DO nor AD: no AD, no DNSSEC records.
+        let g = ask(&d, "www.sec.tld.", RecordType::A, PLAIN_EDNS).await;
+        assert!(!g.msg.metadata.authentic_data);
+        assert!(!has_rrsig(&g.msg));
+        assert_eq!(outcome(&g.ev).as_deref(), Some("secure"));
+
+        // No EDNS (musl): no DNSSEC records, no OPT, fits in 512.
+        let g = ask(&d, "www.sec.tld.", RecordType::TXT, NO_EDNS).await;
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::NoError);
+        assert!(!has_rrsig(&g.msg) && g.msg.edns.is_none());
+        assert!(g.raw.len() <= 512);
+        assert!(!g.msg.answers.is_empty());
+
+        // A hit replays the validated reply (AD kept) without validating again.
+        let g = ask(&d, "www.sec.tld.", RecordType::A, DO).await;
+        assert_eq!(g.ev.cache, "hit");
+        assert!(g.msg.metadata.authentic_data && has_rrsig(&g.msg));
+
+        // Denial of existence, NSEC: NXDOMAIN and NODATA are secure.
+        let g = ask(&d, "nope.sec.tld.", RecordType::A, DO).await;
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::NXDomain);
+        assert!(g.msg.metadata.authentic_data);
+        let g = ask(&d, "www.sec.tld.", RecordType::AAAA, DO).await;
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::NoError);
+        assert!(g.msg.answers.is_empty() && g.msg.metadata.authentic_data);
+
+        // NSEC3 zone: positive and NXDOMAIN.
+        let g = ask(&d, "www.n3.tld.", RecordType::A, DO).await;
+        assert!(g.msg.metadata.authentic_data, "{:?}", g.ev.dnssec);
+        let g = ask(&d, "nope.n3.tld.", RecordType::A, DO).await;
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::NXDomain);
+        assert!(g.msg.metadata.authentic_data, "{:?}", g.ev.dnssec);
+
+        // An in-zone CNAME chain validates. (Wildcard expansions under NSEC do not yet:
+        // hickory-net 0.26.3's verify_nsec wants an NSEC *covering* the wildcard name and
+        // rejects the wildcard's own NSEC, so `x.wild.sec.tld` comes out bogus. Not hidden
+        // here, and not worked around: see the issue report.)
+        let g = ask(&d, "alias.sec.tld.", RecordType::A, DO).await;
+        assert_eq!(addrs(&g.msg), ["192.0.2.1"]);
+        assert!(g.msg.metadata.authentic_data, "{:?}", g.ev.dnssec);
+    });
+}
+
+#[test]
+fn insecure_bogus_cd_and_unvalidated_zones() {
+    bounded(LIMIT, async {
+        let lab = Lab::start().await;
+        let d = Daemon::start(&config(&lab, &lab.anchor_key)).await;
+
+        // Provably unsigned delegation: the data, no AD.
+        let g = ask(&d, "www.insec.tld.", RecordType::A, DO).await;
+        assert_eq!(addrs(&g.msg), ["192.0.2.2"]);
+        assert!(!g.msg.metadata.authentic_data);
+        assert_eq!(outcome(&g.ev).as_deref(), Some("insecure"));
+
+        // NSEC3 with 200 iterations: insecure (RFC 9276), not bogus, no hashing.
+        let g = ask(&d, "nope.n3many.tld.", RecordType::A, DO).await;
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::NXDomain);
+        assert!(!g.msg.metadata.authentic_data);
+        assert_eq!(
+            outcome(&g.ev).as_deref(),
+            Some("insecure"),
+            "{:?}",
+            g.ev.dnssec
+        );
+
+        // Bogus: SERVFAIL with the EDE that says why; the data never reaches the client.
+        for (name, code, words) in [
+            ("www.bogus.tld.", 9u16, "DNSKEY"),
+            ("www.expired.tld.", 7, "expired"),
+            ("www.altered.tld.", 6, "does not verify"),
+        ] {
+            let g = ask(&d, name, RecordType::A, DO).await;
+            assert_eq!(
+                g.msg.metadata.response_code,
+                ResponseCode::ServFail,
+                "{name}"
+            );
+            assert!(g.msg.answers.is_empty(), "{name}: bogus data leaked");
+            let (info, text) = ede(&g.raw).unwrap_or_else(|| panic!("{name}: no EDE"));
+            assert_eq!(info, code, "{name}: {text}");
+            assert!(text.contains(words), "{name}: {text}");
+            let dn = g.ev.dnssec.clone().unwrap();
+            assert_eq!(dn.outcome, "bogus");
+            assert_eq!(dn.ede, Some(code));
+            assert_eq!(
+                dn.reason.as_deref(),
+                Some(text.as_str()),
+                "event says the same why"
+            );
+            // Also without EDNS: SERVFAIL, no data.
+            let g = ask(&d, name, RecordType::A, NO_EDNS).await;
+            assert_eq!(
+                g.msg.metadata.response_code,
+                ResponseCode::ServFail,
+                "{name}"
+            );
+            assert!(g.msg.answers.is_empty());
+        }
+        // The bogus verdict is cached (briefly): the repeat is a hit, still SERVFAIL.
+        let g = ask(&d, "www.altered.tld.", RecordType::A, DO).await;
+        assert_eq!(g.ev.cache, "hit");
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::ServFail);
+
+        // CD=1: the altered data, unvalidated, no AD, no dnssec field; cached apart.
+        let cd = Ask { cd: true, ..DO };
+        let g = ask(&d, "www.altered.tld.", RecordType::A, cd).await;
+        assert_eq!(addrs(&g.msg), ["192.0.2.55"]);
+        assert!(!g.msg.metadata.authentic_data);
+        assert!(g.ev.dnssec.is_none());
+        // ...and a CD=0 client still gets SERVFAIL after the CD=1 answer was cached.
+        let g = ask(&d, "www.altered.tld.", RecordType::A, DO).await;
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::ServFail);
+
+        // A zone with dnssec = "off" under the validating root: passed through as today,
+        // although the test root has never heard of corp.
+        let g = ask(&d, "www.corp.", RecordType::A, DO).await;
+        assert_eq!(addrs(&g.msg), ["192.0.2.8"]);
+        assert!(!g.msg.metadata.authentic_data);
+        assert!(g.ev.dnssec.is_none());
+    });
+}
+
+#[test]
+fn wrong_trust_anchor_makes_everything_bogus_but_spares_off_zones() {
+    bounded(LIMIT, async {
+        let lab = Lab::start().await;
+        // The built-in IANA root anchors do not match the lab's root.
+        let body = format!(
+            "[[zone]]\nname = \"corp\"\nservers = [{s}]\n[[zone]]\nname = \".\"\nservers = [{s}]\ndnssec = \"validate\"\n",
+            s = lab.server()
+        );
+        let d = Daemon::start(&body).await;
+        let g = ask(&d, "www.sec.tld.", RecordType::A, DO).await;
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::ServFail);
+        assert!(ede(&g.raw).is_some());
+        assert_eq!(outcome(&g.ev).as_deref(), Some("bogus"));
+        let g = ask(&d, "www.corp.", RecordType::A, DO).await;
+        assert_eq!(addrs(&g.msg), ["192.0.2.8"]);
+        assert!(g.ev.dnssec.is_none());
+        // Upstream AD is never believed: nsd does not set it, and neither do we for a zone
+        // that does not validate.
+        assert!(!g.msg.metadata.authentic_data);
+    });
+}
