@@ -730,4 +730,59 @@ mod tests {
         );
         assert!(!Arc::ptr_eq(&s1, &r.get("127.0.0.1:10".parse().unwrap())));
     }
+
+    const QUESTION: &[u8] = b"\x03www\x07example\x03com\x00\x00\x01\x00\x01";
+
+    /// A reply header with this ID, flags word and question (or none).
+    fn reply(id: u16, flags: u16, question: Option<&[u8]>) -> Vec<u8> {
+        let mut p = id.to_be_bytes().to_vec();
+        p.extend_from_slice(&flags.to_be_bytes());
+        p.extend_from_slice(&[0, u8::from(question.is_some()), 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(question.unwrap_or_default());
+        p
+    }
+
+    #[test]
+    fn accept_takes_our_ids_and_question_less_errors_only() {
+        let ids = [7, 9];
+        let ok = reply(9, 0x8180, Some(QUESTION));
+        assert_eq!(accept(&ok, &ids, QUESTION).map(|(i, _)| i), Some(1));
+        assert!(accept(&reply(8, 0x8180, Some(QUESTION)), &ids, QUESTION).is_none());
+        assert!(
+            accept(&reply(7, 0x0180, Some(QUESTION)), &ids, QUESTION).is_none(),
+            "QR=0"
+        );
+        let other = b"\x03ftp\x07example\x03com\x00\x00\x01\x00\x01";
+        assert!(accept(&reply(7, 0x8180, Some(other)), &ids, QUESTION).is_none());
+        for rc in [rcode::FORMERR, rcode::REFUSED, rcode::NOTIMP] {
+            let p = reply(7, 0x8180 | rc, None);
+            assert_eq!(accept(&p, &ids, QUESTION).map(|(i, _)| i), Some(0), "{rc}");
+        }
+        for rc in [0, rcode::SERVFAIL, rcode::NXDOMAIN] {
+            let p = reply(7, 0x8180 | rc, None);
+            assert!(accept(&p, &ids, QUESTION).is_none(), "question-less {rc}");
+        }
+    }
+
+    #[test]
+    fn question_less_reply_gets_our_question() {
+        let q = Query {
+            id: 1,
+            flags: wire::QueryFlags {
+                rd: true,
+                cd: false,
+                ad: false,
+            },
+            question: QUESTION,
+            qtype: 1,
+            qclass: 1,
+            edns: None,
+        };
+        let raw = reply(7, 0x8180 | rcode::REFUSED, None);
+        let walked = wire::walk_reply(&raw).unwrap();
+        let (bytes, r) = with_question(raw, walked, &q);
+        assert_eq!(r.rcode, rcode::REFUSED);
+        assert_eq!(r.id, 7);
+        assert!(wire::same_question(&bytes, &r, QUESTION));
+    }
 }
