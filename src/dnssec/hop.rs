@@ -69,3 +69,53 @@ impl DnsHandle for Hop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use hickory_proto::op::{DnsRequestOptions, Query};
+    use hickory_proto::rr::{Name, RecordType};
+
+    fn ask() -> DnsRequest {
+        DnsRequest::from_query(
+            Query::query(Name::root(), RecordType::DNSKEY),
+            DnsRequestOptions::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn outside_a_query_every_request_fails() {
+        let r = Hop.send(ask()).next().await;
+        assert!(matches!(r, Some(Err(_))));
+    }
+
+    #[tokio::test]
+    async fn the_budget_bounds_the_requests_of_one_query() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ctx = HopCtx {
+            tx,
+            budget: Arc::new(AtomicU16::new(2)),
+        };
+        let sent = HOP
+            .scope(ctx, async {
+                let mut failed = 0;
+                for _ in 0..5 {
+                    // Requests within the budget are queued (their answer never comes
+                    // here: the stream is dropped); the rest fail at once.
+                    let mut s = Hop.send(ask());
+                    if let Some(Some(Err(_))) = futures_util::FutureExt::now_or_never(s.next()) {
+                        failed += 1;
+                    }
+                }
+                failed
+            })
+            .await;
+        assert_eq!(sent, 3, "5 requests, budget 2: 3 refused");
+        let mut queued = 0;
+        while rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, 2);
+    }
+}

@@ -1,0 +1,44 @@
+//! The DNSSEC layer's own parsing: the trust anchor file parser (`dnssec::anchor::parse`)
+//! on arbitrary text, and, on arbitrary reply bytes, the verdict helpers that look at an
+//! upstream's records (`verdict::signatures`, `verdict::judge` on an unvalidated message)
+//! and the DO=0 stripping (`verdict::strip_dnssec`). Nothing may panic; a stripped reply
+//! must walk and carry no RRSIG/NSEC/NSEC3 unless asked for by type.
+#![no_main]
+
+use hickory_proto::op::{DnsResponse, Message};
+use hickory_proto::rr::{Name, RecordType};
+use libfuzzer_sys::fuzz_target;
+use splitdns::dnssec::{anchor, verdict};
+use splitdns::wire;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(records) = anchor::parse(text) {
+            assert!(!records.is_empty() && records.len() <= anchor::MAX_ANCHORS);
+            let a = anchor::Anchors {
+                file: Some("fuzz".into()),
+                records,
+            };
+            let _ = a.describe();
+            let _ = a.direct_keys();
+            let _ = anchor::unsupported(&a);
+        }
+    }
+    let qtype = data.first().map_or(1, |b| u16::from(*b));
+    if let Some(stripped) = verdict::strip_dnssec(data, qtype) {
+        let r = wire::walk_reply(&stripped).expect("a stripped reply walks");
+        if !matches!(qtype, 46 | 47 | 50) {
+            assert!(r.rrs.iter().all(|rr| !matches!(rr.rtype, 46 | 47 | 50)));
+        }
+    }
+    if let Ok(msg) = Message::from_vec(data) {
+        let name = msg
+            .answers
+            .first()
+            .map_or_else(Name::root, |r| r.name.clone());
+        let _ = verdict::signatures(&msg, &name, RecordType::A, 1_700_000_000);
+    }
+    if let Ok(resp) = DnsResponse::from_buffer(data.to_vec()) {
+        let _ = verdict::judge(&Ok(resp), false);
+    }
+});
