@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# splitdns benchmark harness: splitdns against unbound and dnsmasq, on loopback.
+# splitdns benchmark harness: splitdns against dnsdist, unbound and dnsmasq, on loopback.
 #
 # Run by hand (as root, for apt-get and taskset), never as a timed test:
 #
@@ -17,7 +17,7 @@
 #   * per server and workload: qps, server CPU µs per query (utime+stime from
 #     /proc/PID/stat over the measured run / queries completed), average latency,
 #     VmRSS after the run, idle VmRSS after start; medians over REPS repetitions and the
-#     ratios splitdns/unbound.
+#     ratios of splitdns against every other server.
 #   * SCALE=1: hit qps, CPU and RSS with 1k, 100k and 1M distinct cached names.
 #
 # Everything binds 127.0.0.1 only. Every process it starts is stopped by PID on exit.
@@ -25,8 +25,10 @@
 # alongside as .tsv).
 #
 # Knobs (environment):
-#   SERVERS        servers to compare ("unbound dnsmasq splitdns splitdns-noev");
-#                  splitdns writes its events to a file, splitdns-noev has events off
+#   SERVERS        servers to compare ("dnsdist unbound dnsmasq splitdns splitdns-noev");
+#                  splitdns writes its events to a file, splitdns-noev has events off;
+#                  dnsdist runs with its packet cache on and its default backend
+#                  sockets (one long-lived socket per backend)
 #   WORKLOADS      "hit miss mixed"
 #   REPS           repetitions, medians are reported (3)
 #   DURATION       seconds per measured dnsperf run (10)
@@ -46,7 +48,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-SERVERS=${SERVERS:-"unbound dnsmasq splitdns splitdns-noev"}
+SERVERS=${SERVERS:-"dnsdist unbound dnsmasq splitdns splitdns-noev"}
 WORKLOADS=${WORKLOADS:-"hit miss mixed"}
 REPS=${REPS:-3}
 DURATION=${DURATION:-10}
@@ -151,6 +153,9 @@ need_tools() {
     fi
     if [[ "$SERVERS $SCALE_SERVERS" == *dnsmasq* ]] && ! command -v dnsmasq >/dev/null; then
         missing+=(dnsmasq-base)
+    fi
+    if [[ "$SERVERS $SCALE_SERVERS" == *dnsdist* ]] && ! command -v dnsdist >/dev/null; then
+        missing+=(dnsdist)
     fi
     for t in taskset ss; do
         command -v "$t" >/dev/null || die "$t is missing (util-linux / iproute2)"
@@ -386,6 +391,28 @@ EOF
             --server="/consul/127.0.0.1#$UP_CONSUL_PORT" --server="127.0.0.1#$UP_PUBLIC_PORT" \
             --cache-size="$size" >"$work/$name.log" 2>&1 &
         ;;
+    dnsdist)
+        # Packet cache on (sized like the others'), the same two nsd backends; health checks
+        # ask a name nsd serves, so a backend is never marked down for a REFUSED.
+        local entries=100000
+        if [[ $mode == scale ]]; then entries=2000000; fi
+        cat >"$dir/dnsdist.conf" <<EOF
+setLocal("127.0.0.1:$port")
+setACL({"127.0.0.0/8"})
+-- no security-status lookups over the Internet
+setSecurityPollSuffix("")
+newServer({address="127.0.0.1:$UP_CONSUL_PORT", pool="consul", checkName="ns.consul."})
+newServer({address="127.0.0.1:$UP_PUBLIC_PORT", pool="", checkName="ns.bench.test."})
+addAction("consul.", PoolAction("consul"))
+pc = newPacketCache($entries, {maxTTL=86400, minTTL=0, maxNegativeTTL=3600})
+getPool(""):setCache(pc)
+getPool("consul"):setCache(pc)
+EOF
+        dnsdist --check-config -C "$dir/dnsdist.conf" >"$dir/checkconf.out" 2>&1 ||
+            { cat "$dir/checkconf.out" >&2; die "dnsdist --check-config failed"; }
+        taskset -c "$SERVER_CPU" dnsdist --supervised --disable-syslog -C "$dir/dnsdist.conf" \
+            >"$work/$name.log" 2>&1 &
+        ;;
     splitdns | splitdns-noev)
         local events=\"off\" entries=100000
         if [[ $name == splitdns ]]; then events="\"$dir/events.jsonl\""; fi
@@ -547,6 +574,47 @@ fmt_int() {
 fmt_mb() { awk -v v="$1" 'BEGIN { if (v == "-") print "-"; else printf "%.1f\n", v / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f×\n", a / b }'; }
 
+# meets RATIO OP LIMIT: "yes"/"no" for RATIO (a number or "-") against LIMIT.
+meets() {
+    awk -v r="$1" -v op="$2" -v l="$3" 'BEGIN {
+        if (r == "-") { print "-"; exit }
+        ok = (op == "<=") ? (r + 0 <= l + 0) : (op == "<") ? (r + 0 < l + 0) : (r + 0 >= l + 0)
+        print (ok ? "yes" : "no")
+    }'
+}
+plain_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
+
+# Issue 12's targets, splitdns with events on, from this run's medians.
+target_table() {
+    local r cheaper
+    echo "## Against issue 12's targets (splitdns, events on)"
+    echo
+    echo "| target | measured | met? |"
+    echo "|---|---|---|"
+    if [[ " $WORKLOADS " == *" miss "* ]]; then
+        r=$(plain_ratio "$(med "$raw" splitdns miss 6)" "$(med "$raw" dnsdist miss 6)")
+        echo "| miss CPU/q ≤ 1.2× dnsdist's | ${r}× | $(meets "$r" "<=" 1.2) |"
+        r=$(plain_ratio "$(med "$raw" splitdns miss 6)" "$(med "$raw" dnsmasq miss 6)")
+        echo "| miss CPU/q ≤ 0.6× dnsmasq's | ${r}× | $(meets "$r" "<=" 0.6) |"
+        r=$(plain_ratio "$(med "$raw" splitdns miss 5)" "$(med "$raw" dnsdist miss 5)")
+        echo "| miss qps ≥ 0.9× dnsdist's | ${r}× | $(meets "$r" ">=" 0.9) |"
+    fi
+    if [[ " $WORKLOADS " == *" hit "* ]]; then
+        cheaper=$(printf '%s\n%s\n' "$(med "$raw" unbound hit 6)" "$(med "$raw" dnsdist hit 6)" | sort -g | head -n 1)
+        r=$(plain_ratio "$(med "$raw" splitdns hit 6)" "$cheaper")
+        echo "| hit CPU/q ≤ 0.95× the cheaper of unbound and dnsdist ($cheaper µs) | ${r}× | $(meets "$r" "<=" 0.95) |"
+    fi
+    local wl worst=0 v
+    for wl in $WORKLOADS; do
+        v=$(plain_ratio "$(med "$raw" splitdns "$wl" 8)" "$(med "$raw" dnsmasq "$wl" 8)")
+        [[ $v != - ]] && worst=$(awk -v a="$worst" -v b="$v" 'BEGIN { print (b > a ? b : a) }')
+    done
+    echo "| RSS after the run ≤ 1.25× dnsmasq's (worst workload) | ${worst}× | $(meets "$worst" "<=" 1.25) |"
+    v=$(med "$raw" splitdns "${WORKLOADS%% *}" 4)
+    echo "| idle RSS < 4 MB | $(fmt_mb "$v") MB | $(meets "$(fmt_mb "$v")" "<" 4) |"
+    echo
+}
+
 report() {
     local s wl qps cpu lat rss idle lost other lostsum events completed
     echo "# splitdns benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -554,6 +622,7 @@ report() {
     echo "- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r), $(awk '/MemTotal/ { printf "%.0f GB RAM", $2 / 1048576 }' /proc/meminfo)"
     echo "- load average before the run: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- pinning: servers on CPU $SERVER_CPU, dnsperf and nsd on CPU $CLIENT_CPU"
+    echo "- dnsdist: packet cache on (100,000 entries; 2,000,000 in the scaling mode), one long-lived socket per backend (its default)"
     echo "- dnsperf -l $DURATION -q $OUTSTANDING -c $CLIENTS; medians of $REPS runs; every server started fresh per run"
     echo "- versions: $(versions)"
     echo "- splitdns: events to a file (\`splitdns\`) or \`output = \"off\"\` (\`splitdns-noev\`)"
@@ -585,24 +654,33 @@ report() {
         done
     done
     echo
-    if [[ " $SERVERS " == *" unbound "* && $(wc -w <<<"$SERVERS") -gt 1 ]]; then
-        echo "## Ratios against unbound (medians; qps: higher is better, the rest: lower is better)"
+    local peer peers=() ours=()
+    for s in $SERVERS; do
+        if [[ $s == splitdns* ]]; then ours+=("$s"); else peers+=("$s"); fi
+    done
+    if ((${#ours[@]} > 0 && ${#peers[@]} > 0)); then
+        echo "## Ratios of splitdns against every other server (medians; qps: higher is better, the rest: lower is better)"
         echo
-        echo "| server | workload | qps | CPU µs/q | core µs/q | avg latency | RSS after |"
-        echo "|---|---|---:|---:|---:|---:|---:|"
-        for s in $SERVERS; do
-            [[ $s == unbound ]] && continue
-            for wl in $WORKLOADS; do
-                [[ $(med "$raw" "$s" "$wl" 5) == - ]] && continue
-                printf '| %s / unbound | %s | %s | %s | %s | %s | %s |\n' "$s" "$wl" \
-                    "$(ratio "$(med "$raw" "$s" "$wl" 5)" "$(med "$raw" unbound "$wl" 5)")" \
-                    "$(ratio "$(med "$raw" "$s" "$wl" 6)" "$(med "$raw" unbound "$wl" 6)")" \
-                    "$(ratio "$(med "$raw" "$s" "$wl" 13)" "$(med "$raw" unbound "$wl" 13)")" \
-                    "$(ratio "$(med "$raw" "$s" "$wl" 7)" "$(med "$raw" unbound "$wl" 7)")" \
-                    "$(ratio "$(med "$raw" "$s" "$wl" 8)" "$(med "$raw" unbound "$wl" 8)")"
+        echo "| ratio | workload | qps | CPU µs/q | core µs/q | avg latency | RSS after | idle RSS |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|"
+        for s in "${ours[@]}"; do
+            for peer in "${peers[@]}"; do
+                for wl in $WORKLOADS; do
+                    [[ $(med "$raw" "$s" "$wl" 5) == - || $(med "$raw" "$peer" "$wl" 5) == - ]] && continue
+                    printf '| %s / %s | %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$peer" "$wl" \
+                        "$(ratio "$(med "$raw" "$s" "$wl" 5)" "$(med "$raw" "$peer" "$wl" 5)")" \
+                        "$(ratio "$(med "$raw" "$s" "$wl" 6)" "$(med "$raw" "$peer" "$wl" 6)")" \
+                        "$(ratio "$(med "$raw" "$s" "$wl" 13)" "$(med "$raw" "$peer" "$wl" 13)")" \
+                        "$(ratio "$(med "$raw" "$s" "$wl" 7)" "$(med "$raw" "$peer" "$wl" 7)")" \
+                        "$(ratio "$(med "$raw" "$s" "$wl" 8)" "$(med "$raw" "$peer" "$wl" 8)")" \
+                        "$(ratio "$(med "$raw" "$s" "$wl" 4)" "$(med "$raw" "$peer" "$wl" 4)")"
+                done
             done
         done
         echo
+    fi
+    if [[ " $SERVERS " == *" splitdns "* && " $SERVERS " == *" dnsdist "* && " $SERVERS " == *" dnsmasq "* && " $SERVERS " == *" unbound "* ]]; then
+        target_table
     fi
     if [[ -s $raw_scale ]]; then
         echo "## Scaling: hit workload over N distinct cached names"
@@ -659,6 +737,7 @@ versions() {
     v+=("$(nsd -v 2>&1 | awk '/^NSD version/ { print "nsd " $3; exit }')")
     command -v unbound >/dev/null && v+=("$(unbound -V | awk '/^Version/ { print "unbound " $2; exit }')")
     command -v dnsmasq >/dev/null && v+=("$(dnsmasq --version | awk 'NR == 1 { print "dnsmasq " $3 }')")
+    command -v dnsdist >/dev/null && v+=("$(dnsdist --version 2>&1 | awk 'NR == 1 { print "dnsdist " $2 }')")
     if [[ -x $SPLITDNS ]]; then
         v+=("splitdns $("$SPLITDNS" --version 2>/dev/null | awk '{ print $2 }') (tree $start_rev at the start of the run, binary built $(date -u -r "$SPLITDNS" +%Y-%m-%dT%H:%MZ))")
     fi
