@@ -198,6 +198,7 @@ pub async fn run(
         ),
         upstreams,
         loops: Loops::default(),
+        inflight: crate::upstream::Inflight::new(crate::upstream::MAX_FOLLOWERS),
         events: events.clone(),
         listen: addrs.clone(),
     });

@@ -3,6 +3,7 @@
 //! for the client's transport. It fills in the query's event on every path and knows
 //! nothing about sockets.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use hickory_proto::op::{Message, OpCode};
@@ -13,7 +14,7 @@ use crate::dnssec;
 use crate::event::{Attempt, CacheStatus, InlineName, Outcome, Proto, QueryEvent};
 use crate::local;
 use crate::state::{Shared, Zone};
-use crate::upstream;
+use crate::upstream::{self, Join, Landed};
 use crate::wire::{self, ede, rcode, ClientEdns, OwnedQuery, QueryFlags, QueryParseError};
 
 /// What to do with a packet that is not a plain query.
@@ -233,24 +234,72 @@ pub async fn resolve(
         let reply = dnssec::answer(shared, &snap, zone, &asked, ev).await;
         return finish(reply, ev, proto, q.udp_limit());
     }
-    let answer = upstream::query(
-        &zone.servers,
-        zone.policy(),
-        &q,
-        deadline,
-        &shared.loops,
-        &marks,
-        &mut ev.attempts,
-    )
-    .await;
-    if let Some(ans) = answer {
+    // Identical questions in flight share one upstream exchange (not queries that carry
+    // other forwarders' loop tokens: theirs must travel on).
+    let mut flight_key = Vec::new();
+    if marks.via.is_empty() {
+        flight_key.reserve(zone.name.len() + 1 + key.len());
+        flight_key.extend_from_slice(zone.name.as_bytes());
+        flight_key.push(0);
+        flight_key.extend_from_slice(&key);
+    }
+    let join = if flight_key.is_empty() {
+        Join::Alone
+    } else {
+        shared.inflight.join(&flight_key)
+    };
+    let landed = match &join {
+        Join::Follow(flight) => {
+            match tokio::time::timeout_at(deadline.into(), flight.outcome()).await {
+                Ok(Some(landed)) => {
+                    ev.cache = CacheStatus::Coalesced;
+                    Some(landed)
+                }
+                // The leader gave up without an outcome, or took too long: ask ourselves.
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let landed = match landed {
+        Some(l) => l,
+        None => {
+            let answer = upstream::query(
+                &zone.servers,
+                zone.policy(),
+                &q,
+                deadline,
+                &shared.loops,
+                &marks,
+                &mut ev.attempts,
+            )
+            .await;
+            // Followers need the attempts only to explain a failure.
+            let lead = matches!(join, Join::Lead(_));
+            let landed = Arc::new(Landed {
+                attempts: if lead && answer.is_none() {
+                    ev.attempts.clone()
+                } else {
+                    Vec::new()
+                },
+                answer,
+            });
+            if let Join::Lead(leader) = join {
+                leader.publish(landed.clone());
+            }
+            landed
+        }
+    };
+    let coalesced = ev.cache == CacheStatus::Coalesced;
+    if let Some(ans) = &landed.answer {
         ev.upstream = Some(ans.server);
         if let Some(mut reply) = wire::client_reply(&ans.bytes, &ans.reply, &q) {
             if zone.dnssec == DnssecMode::Validate {
                 // CD=1 on a validating zone: unvalidated, so never AD (nor the upstream's).
                 dnssec::verdict::set_ad(&mut reply, false);
             }
-            if use_cache {
+            // The leader caches; a follower's copy would be the same entry.
+            if use_cache && !coalesced {
                 if let Some(life) = cache::lifetime(&ans.bytes, &ans.reply, &snap.cache) {
                     shared
                         .cache
@@ -262,8 +311,7 @@ pub async fn resolve(
             return finish(reply, ev, proto, q.udp_limit());
         }
         ev.error = Some("unsupported reply layout (OPT not last)");
-    } else if ev
-        .attempts
+    } else if attempts_of(ev, &landed)
         .last()
         .is_some_and(|a| a.outcome == Outcome::Loop)
     {
@@ -272,7 +320,7 @@ pub async fn resolve(
         ev.error = Some("all servers failed");
     }
     // RFC 8914: say why, for clients that sent EDNS (the only ones with an OPT to carry it).
-    let (code, why) = failure_ede(zone, &ev.attempts);
+    let (code, why) = failure_ede(zone, attempts_of(ev, &landed));
     if use_cache && snap.cache.serve_stale {
         if let Lookup::Stale(_) = shared
             .cache
@@ -291,6 +339,16 @@ pub async fn resolve(
         wire::add_ede(&mut reply, code, &why);
     }
     finish(reply, ev, proto, q.udp_limit())
+}
+
+/// The attempts that explain a query's fate: its own, or for a follower of a coalesced
+/// exchange the leader's.
+fn attempts_of<'a>(ev: &'a QueryEvent, landed: &'a Landed) -> &'a [Attempt] {
+    if ev.attempts.is_empty() {
+        &landed.attempts
+    } else {
+        &ev.attempts
+    }
 }
 
 /// The Extended DNS Error for a query no server answered: 23 (Network Error) when every

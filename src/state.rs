@@ -17,7 +17,7 @@ use crate::dnssec::Validator;
 use crate::event::EventSink;
 use crate::net::{Cidr, ServerSpec};
 use crate::route::RouteTable;
-use crate::upstream::{Loops, Policy, Registry, Server, SocketPolicy};
+use crate::upstream::{Inflight, Landed, Loops, Policy, Registry, Server, SocketPolicy};
 
 /// Servers read from each `servers_file`, by path (missing files map to an empty list).
 pub type FileServers = HashMap<PathBuf, Vec<SocketAddr>>;
@@ -192,6 +192,8 @@ pub struct Shared {
     pub upstreams: Registry,
     /// Forwarding-loop probes and verdicts.
     pub loops: Loops,
+    /// Upstream exchanges in flight, shared by identical questions.
+    pub inflight: Inflight<Arc<Landed>>,
     /// Where query events go.
     pub events: EventSink,
     /// The addresses we listen on (ports resolved).
@@ -290,6 +292,7 @@ mod tests {
             cache: Cache::new(100, false),
             upstreams,
             loops: Loops::default(),
+            inflight: Inflight::new(crate::upstream::MAX_FOLLOWERS),
             events: EventSink::off(),
             listen: cfg.listen.clone(),
         };

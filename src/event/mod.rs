@@ -15,7 +15,7 @@
 //! | `qname` | string or null | question name as sent (case kept), `\DDD` escapes |
 //! | `qtype` | string or null | `A`, `AAAA`, `SRV`, ..., or `TYPE123` |
 //! | `zone` | string or null | the zone the query routed to |
-//! | `cache` | string | `hit`, `miss`, `stale`, or `off` (cache disabled or not consulted) |
+//! | `cache` | string | `hit`, `miss`, `stale`, `coalesced` (answered from an identical query already in flight upstream; no attempts of its own), or `off` (cache disabled or not consulted) |
 //! | `upstream` | string or null | the server whose answer was returned |
 //! | `attempts` | array | each upstream try in order: `{server, proto, outcome, ms}`; proto is `udp`, `tcp` or `tls`; outcome is `answer`, `timeout`, `servfail`, `refused`, `error`, `truncated`, `lost`, `noedns` or `loop`. A `tls` attempt that got a connection also has `tls`: `{"connection": "reused"}`, or `{"connection": "new", "handshake_ms": N, "resumed": BOOL}` when it waited for a new connection's TCP and TLS handshake |
 //! | `rcode` | string or null | rcode of the reply sent (`NOERROR`, `NXDOMAIN`, ...), null if none was sent |
@@ -80,6 +80,9 @@ pub enum CacheStatus {
     Stale,
     /// Not consulted (disabled for the zone, or the query never got that far).
     Off,
+    /// Not in the cache, and answered from an identical query's upstream exchange that
+    /// was already in flight (no attempts of its own).
+    Coalesced,
 }
 
 impl CacheStatus {
@@ -89,6 +92,7 @@ impl CacheStatus {
             CacheStatus::Miss => "miss",
             CacheStatus::Stale => "stale",
             CacheStatus::Off => "off",
+            CacheStatus::Coalesced => "coalesced",
         }
     }
 }

@@ -32,6 +32,7 @@
 //! - `udp`, `tcp`: the sockets of one exchange over each transport;
 //! - `tls`: DNS over TLS, a pool of pipelined connections per server;
 //! - `loops`: per-query forwarding-loop markers;
+//! - `inflight`: identical questions in flight share one exchange (leader and followers);
 //! - `pending`: the table of queries waiting on a shared transport (random unique IDs,
 //!   replies matched by ID then question), used by the shared UDP sockets.
 //!
@@ -52,6 +53,7 @@ use crate::net::{ServerSpec, Transport};
 use crate::wire::{self, rcode, Query, Reply};
 
 mod health;
+pub mod inflight;
 mod loops;
 pub mod pending;
 mod tcp;
@@ -59,6 +61,7 @@ pub mod tls;
 mod udp;
 
 pub use health::{Health, Rtt, Turn, BACKOFF_MAX, BACKOFF_MIN, EDNS_LESS_FOR, RTO_FLOOR};
+pub use inflight::{Inflight, Join, Landed, MAX_FOLLOWERS};
 pub use loops::{Loops, Marks, LOOP_OPTION};
 pub use pending::PendingStats;
 pub use udp::{is_local, own_addresses, set_lane, SocketPolicy};

@@ -309,7 +309,17 @@ fn a_server_measured_meanwhile_gets_lost_copies_resent_early() {
 #[test]
 fn thirty_percent_loss_to_the_only_server_costs_no_answers() {
     bounded(LIMIT, async {
-        let a = Fake::answering(public_table()).await;
+        // Each client asks its own name: identical questions in flight would share one
+        // upstream exchange (issue 12), and this test wants every query to go upstream.
+        let mut t = public_table();
+        for c in 0..8 {
+            t.add(
+                &format!("c{c}.example.com"),
+                300,
+                hickory_proto::rr::RData::A(A_ANSWER.parse().unwrap()),
+            );
+        }
+        let a = Fake::answering(t).await;
         let d = Arc::new(Daemon::start(&zone_of(&[&a], "timeout_ms = 1000")).await);
         for _ in 0..3 {
             let r = client::udp(d.udp, &query("www.example.com.", RecordType::A)).await;
@@ -317,12 +327,13 @@ fn thirty_percent_loss_to_the_only_server_costs_no_answers() {
         }
         a.set_behaviour(Behaviour::Loss(30));
         let mut clients = Vec::new();
-        for _ in 0..8 {
+        for c in 0..8 {
             let d = d.clone();
             clients.push(tokio::spawn(async move {
                 let mut failed = 0;
+                let name = format!("c{c}.example.com.");
                 for _ in 0..25 {
-                    let r = client::udp(d.udp, &query("www.example.com.", RecordType::A)).await;
+                    let r = client::udp(d.udp, &query(&name, RecordType::A)).await;
                     if rdata_strings(&r.answers) != [A_ANSWER] {
                         failed += 1;
                     }

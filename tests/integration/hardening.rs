@@ -1604,7 +1604,18 @@ fn servers_file_naming_splitdns_itself_is_ignored() {
 #[test]
 fn sigterm_under_load_answers_everything_received_and_exits_0() {
     bounded(LIMIT, async {
-        let slow = Fake::start(Behaviour::Delay(Duration::from_millis(500)), public_table()).await;
+        // One name per query: identical questions in flight would share one upstream
+        // exchange (issue 12), and the upstream's count is how this test knows that every
+        // query is in flight.
+        let mut t = public_table();
+        for i in 0..220 {
+            t.add(
+                &format!("n{i}.example.com"),
+                300,
+                RData::A(A(WWW.parse().unwrap())),
+            );
+        }
+        let slow = Fake::start(Behaviour::Delay(Duration::from_millis(500)), t).await;
         let dir = TempDir::new("hard-term");
         let config = binary_config(
             &dir,
@@ -1618,7 +1629,7 @@ fn sigterm_under_load_answers_everything_received_and_exits_0() {
         let mut tasks = Vec::new();
         for i in 0..UDP_Q + TCP_Q {
             tasks.push(tokio::spawn(async move {
-                let q = query("www.example.com.", RecordType::A);
+                let q = query(&format!("n{i}.example.com."), RecordType::A);
                 let bytes = client::encode(&q);
                 let wait = Duration::from_secs(8);
                 let reply = if i < UDP_Q {

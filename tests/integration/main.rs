@@ -45,6 +45,7 @@
 //! - `config_files`: every shipped config and every fixture.
 //! - `dot`: issue 13, DNS-over-TLS upstreams (answers, pooling and pipelining, strict
 //!   verification and failover, idle close and resumption, padding, `check`/`route`).
+//! - `coalesce`: issue 12, identical questions in flight share one upstream exchange.
 //! - `dnssec`: issue 8: validation against the lab (secure, insecure, bogus with EDE, CD,
 //!   DO stripping, NSEC/NSEC3 denial, wildcard, CNAME, cache, off zones, anchors).
 //! - `cli`: the real binary end to end (`serve`, `check`, `route`, SIGHUP, SIGTERM).
@@ -75,6 +76,7 @@ mod bad_input;
 mod bounds;
 mod cache;
 mod cli;
+mod coalesce;
 mod config_files;
 mod dnssec;
 mod dot;
