@@ -11,8 +11,9 @@
 //!   (healthy again) or fails (the next, longer window).
 //! - **Round-trip time** ([`Rtt`]): smoothed as TCP does (RFC 6298), giving the retransmit
 //!   timeout for lost datagrams.
-//! - **EDNS.** A server that rejected EDNS (FORMERR/NOTIMP, then answered without OPT) is
-//!   asked without OPT for [`EDNS_LESS_FOR`], then tried with EDNS again.
+//! - **EDNS.** A server that rejected our EDNS (FORMERR/NOTIMP, then answered with less) is
+//!   asked at the level that worked ([`EdnsLevel`]: OPT without our options, or no OPT)
+//!   for [`EDNS_LESS_FOR`], then tried with full EDNS again.
 //!
 //! Each server owns its own state (see [`super::Server`]): no lock is shared between
 //! servers, and a healthy server's hot path is a few atomic loads. Nothing here does I/O or
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest back-off.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// How long a server that rejected EDNS is asked without it.
+/// How long a server that rejected our EDNS is asked with less.
 pub const EDNS_LESS_FOR: Duration = Duration::from_secs(15 * 60);
 /// Shortest retransmit timeout, however fast the server (unbound uses 50 ms too): below
 /// this, scheduling noise on a busy host would look like loss.
@@ -42,6 +43,28 @@ pub enum Turn {
     /// Backed off, but asked anyway (every server of the zone is down, or a second pass):
     /// an answer heals it, a failure does not lengthen its back-off.
     Forced,
+}
+
+/// How much EDNS a server is asked with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdnsLevel {
+    /// Our OPT with our options (the loop marker).
+    Full,
+    /// Our OPT without options.
+    Bare,
+    /// No OPT: plain DNS.
+    Off,
+}
+
+impl EdnsLevel {
+    /// The next step down, if any.
+    pub fn less(self) -> Option<EdnsLevel> {
+        match self {
+            EdnsLevel::Full => Some(EdnsLevel::Bare),
+            EdnsLevel::Bare => Some(EdnsLevel::Off),
+            EdnsLevel::Off => None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -60,8 +83,10 @@ pub struct Health {
     state: Mutex<State>,
     /// False while healthy, so the hot path skips the lock.
     troubled: AtomicBool,
-    /// Until when the server is asked without EDNS (see [`ticks`]; 0 = with EDNS).
+    /// Until when the server is asked with less EDNS (see [`ticks`]; 0 = full EDNS), and
+    /// how much less (`edns_off`: no OPT; otherwise OPT without options).
     edns_less_until: AtomicU64,
+    edns_off: AtomicBool,
     /// Round-trip time.
     pub rtt: Rtt,
 }
@@ -144,16 +169,28 @@ impl Health {
         self.with(|h| h.failures)
     }
 
-    /// True if the server is to be asked without EDNS now.
-    pub fn edns_less(&self, now: Instant) -> bool {
+    /// How much EDNS to ask the server with now.
+    pub fn edns_level(&self, now: Instant) -> EdnsLevel {
         let until = self.edns_less_until.load(Ordering::Relaxed);
-        until != 0 && ticks(now) < until
+        if until == 0 || ticks(now) >= until {
+            EdnsLevel::Full
+        } else if self.edns_off.load(Ordering::Relaxed) {
+            EdnsLevel::Off
+        } else {
+            EdnsLevel::Bare
+        }
     }
 
-    /// Remembers that the server rejects EDNS.
-    pub fn set_edns_less(&self, now: Instant) {
-        self.edns_less_until
-            .store(ticks(now + EDNS_LESS_FOR), Ordering::Relaxed);
+    /// Remembers that the server needs `level` (for [`EDNS_LESS_FOR`]).
+    pub fn set_edns_level(&self, level: EdnsLevel, now: Instant) {
+        self.edns_off
+            .store(level == EdnsLevel::Off, Ordering::Relaxed);
+        let until = if level == EdnsLevel::Full {
+            0
+        } else {
+            ticks(now + EDNS_LESS_FOR)
+        };
+        self.edns_less_until.store(until, Ordering::Relaxed);
     }
 }
 
@@ -288,13 +325,17 @@ mod tests {
     }
 
     #[test]
-    fn edns_less_expires() {
+    fn edns_level_is_remembered_for_a_while() {
         let h = Health::default();
         let t0 = Instant::now();
-        assert!(!h.edns_less(t0));
-        h.set_edns_less(t0);
-        assert!(h.edns_less(t0 + EDNS_LESS_FOR - MS));
-        assert!(!h.edns_less(t0 + EDNS_LESS_FOR + MS));
+        assert_eq!(h.edns_level(t0), EdnsLevel::Full);
+        h.set_edns_level(EdnsLevel::Bare, t0);
+        assert_eq!(h.edns_level(t0 + MS), EdnsLevel::Bare);
+        h.set_edns_level(EdnsLevel::Off, t0);
+        assert_eq!(h.edns_level(t0 + EDNS_LESS_FOR - MS), EdnsLevel::Off);
+        assert_eq!(h.edns_level(t0 + EDNS_LESS_FOR + MS), EdnsLevel::Full);
+        assert_eq!(EdnsLevel::Full.less(), Some(EdnsLevel::Bare));
+        assert_eq!(EdnsLevel::Off.less(), None);
     }
 
     #[test]

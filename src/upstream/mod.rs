@@ -11,8 +11,9 @@
 //! - a reply is accepted only from the server, with one of our IDs and our question, or
 //!   with no question at all if it is FORMERR, REFUSED or NOTIMP (RFC 1035 lets a server
 //!   that cannot parse a query answer without echoing it): that is the server's answer;
-//! - FORMERR or NOTIMP to a query with OPT → the same server again without OPT (RFC 6891
-//!   §7); if that works the server is remembered as EDNS-less for a while;
+//! - FORMERR or NOTIMP to a query with OPT → the same server again with less EDNS (RFC
+//!   6891 §7): OPT without our options, then no OPT; the level that works is remembered
+//!   for a while;
 //! - TC → the same server over TCP; a TCP failure there is the server failing;
 //! - every query with OPT carries a loop marker ([`loops`]);
 //! - a DNS-over-TLS server is asked over its pool of pipelined connections instead
@@ -60,7 +61,9 @@ mod tcp;
 pub mod tls;
 mod udp;
 
-pub use health::{Health, Rtt, Turn, BACKOFF_MAX, BACKOFF_MIN, EDNS_LESS_FOR, RTO_FLOOR};
+pub use health::{
+    EdnsLevel, Health, Rtt, Turn, BACKOFF_MAX, BACKOFF_MIN, EDNS_LESS_FOR, RTO_FLOOR,
+};
 pub use inflight::{Inflight, Join, Landed, MAX_FOLLOWERS};
 pub use loops::{Loops, Marks, LOOP_OPTION};
 pub use pending::PendingStats;
@@ -459,25 +462,42 @@ pub async fn exchange(
     let end = start + limit;
     let lower: Vec<u8> = q.qname().to_ascii_lowercase();
     let marker = loops.marker(&lower, via, start);
-    let mut opt = (!server.health.edns_less(start)).then_some(&marker.options[..]);
-    if let Some(pool) = &server.tls {
-        let pool = pool.as_ref().map_err(|e| {
+    let tls = match &server.tls {
+        None => None,
+        Some(Ok(pool)) => Some(pool),
+        Some(Err(e)) => {
             tls_attempt(attempts, addr, Outcome::Error, start, None);
-            UpstreamError::Tls(tls::TlsError::Handshake(e.clone()))
-        })?;
-        let (mut bytes, mut reply) = tls_round(pool, addr, q, opt, end, attempts).await?;
-        if opt.is_some() && rejects_edns(reply.rcode) {
-            if let Some(last) = attempts.last_mut() {
-                last.outcome = Outcome::NoEdns;
-            }
-            opt = None;
-            (bytes, reply) = tls_round(pool, addr, q, None, end, attempts).await?;
-            if !rejects_edns(reply.rcode) {
-                tracing::info!(upstream = %server, "server rejects EDNS; asking it without EDNS for a while");
-                server.health.set_edns_less(Instant::now());
-            }
+            return Err(UpstreamError::Tls(tls::TlsError::Handshake(e.clone())));
         }
-        let looped = opt.is_some() && loops.came_back(marker.nonce);
+    };
+    // RFC 6891 §7: FORMERR or NOTIMP to a query with OPT → ask again with less EDNS: first
+    // without our options (a server that chokes on an option it does not know keeps EDNS
+    // and DNSSEC), then without OPT. The level that worked is remembered.
+    let mut level = server.health.edns_level(start);
+    let opt_at = |level: EdnsLevel| match level {
+        EdnsLevel::Full => Some(&marker.options[..]),
+        EdnsLevel::Bare => Some(&[][..]),
+        EdnsLevel::Off => None,
+    };
+    let (mut bytes, mut reply) =
+        round(server, tls, q, opt_at(level), end, ceiling, attempts).await?;
+    while rejects_edns(reply.rcode) {
+        let Some(less) = level.less() else {
+            break;
+        };
+        if let Some(last) = attempts.last_mut() {
+            last.outcome = Outcome::NoEdns;
+        }
+        level = less;
+        (bytes, reply) = round(server, tls, q, opt_at(level), end, ceiling, attempts).await?;
+        if !rejects_edns(reply.rcode) {
+            tracing::info!(upstream = %server, edns = ?level, "server rejects our EDNS; asking it with less for a while");
+            server.health.set_edns_level(level, Instant::now());
+        }
+    }
+    let opt = opt_at(level);
+    if tls.is_some() {
+        let looped = level == EdnsLevel::Full && loops.came_back(marker.nonce);
         let (bytes, reply) = with_question(bytes, reply, q);
         return Ok(Answer {
             server: addr,
@@ -485,18 +505,6 @@ pub async fn exchange(
             reply,
             looped,
         });
-    }
-    let (mut bytes, mut reply) = udp_rounds(server, q, opt, end, ceiling, attempts).await?;
-    if opt.is_some() && rejects_edns(reply.rcode) {
-        if let Some(last) = attempts.last_mut() {
-            last.outcome = Outcome::NoEdns;
-        }
-        opt = None;
-        (bytes, reply) = udp_rounds(server, q, None, end, ceiling, attempts).await?;
-        if !rejects_edns(reply.rcode) {
-            tracing::info!(upstream = %server, "server rejects EDNS; asking it without EDNS for a while");
-            server.health.set_edns_less(Instant::now());
-        }
     }
     if reply.truncated() {
         if let Some(last) = attempts.last_mut() {
@@ -525,7 +533,7 @@ pub async fn exchange(
         });
         (bytes, reply) = got?;
     }
-    let looped = opt.is_some() && loops.came_back(marker.nonce);
+    let looped = level == EdnsLevel::Full && loops.came_back(marker.nonce);
     let (bytes, reply) = with_question(bytes, reply, q);
     Ok(Answer {
         server: addr,
@@ -533,6 +541,22 @@ pub async fn exchange(
         reply,
         looped,
     })
+}
+
+/// One round over the server's transport: TLS, or UDP with retransmissions.
+async fn round(
+    server: &Server,
+    tls: Option<&tls::Pool>,
+    q: &Query<'_>,
+    opt: Option<&[u8]>,
+    end: Instant,
+    ceiling: Duration,
+    attempts: &mut Vec<Attempt>,
+) -> Result<(Vec<u8>, Reply), UpstreamError> {
+    match tls {
+        Some(pool) => tls_round(pool, server.addr, q, opt, end, attempts).await,
+        None => udp_rounds(server, q, opt, end, ceiling, attempts).await,
+    }
 }
 
 /// One query over DNS over TLS until `end`, recorded as one `tls` attempt with how it used

@@ -104,8 +104,9 @@ fn an_odd_query_does_not_move_traffic_off_the_primary() {
 // ---- item 4: EDNS fallback ----
 
 /// A server that rejects EDNS (FORMERR with or without the question, or NOTIMP) is asked
-/// again without OPT; the client gets the answer, never that FORMERR; and the server is
-/// remembered as EDNS-less, so the next query goes without OPT at once.
+/// again with less — our OPT without options, then no OPT; the client gets the answer,
+/// never that FORMERR; and the server is remembered as EDNS-less, so the next query goes
+/// without OPT at once.
 #[test]
 fn edns_intolerant_server_is_asked_again_without_opt() {
     bounded(LIMIT, async {
@@ -122,17 +123,60 @@ fn edns_intolerant_server_is_asked_again_without_opt() {
             assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{case}");
             assert_eq!(rdata_strings(&r.answers), [A_ANSWER], "{case}");
             let seen = a.seen();
-            assert_eq!(seen.len(), 2, "{case}: {seen:?}");
-            assert!(seen[0].edns_payload.is_some(), "{case}: first try has OPT");
-            assert!(seen[1].edns_payload.is_none(), "{case}: retry without OPT");
+            assert_eq!(seen.len(), 3, "{case}: {seen:?}");
+            assert!(
+                seen[0].edns_options > 0,
+                "{case}: first try has our options"
+            );
+            assert!(
+                seen[1].edns_payload.is_some() && seen[1].edns_options == 0,
+                "{case}: then a bare OPT"
+            );
+            assert!(seen[2].edns_payload.is_none(), "{case}: then no OPT");
             // Remembered: the next query (the client asks without EDNS this time) goes
             // without OPT in one try.
             let r = client::udp(d.udp, &query("www.example.com.", RecordType::AAAA)).await;
             assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{case}");
             let seen = a.seen();
-            assert_eq!(seen.len(), 3, "{case}: {seen:?}");
-            assert!(seen[2].edns_payload.is_none(), "{case}: remembered");
+            assert_eq!(seen.len(), 4, "{case}: {seen:?}");
+            assert!(seen[3].edns_payload.is_none(), "{case}: remembered");
         }
+    });
+}
+
+/// A server that chokes on an EDNS option it does not know (our loop marker) keeps EDNS:
+/// it is asked with a bare OPT (DO and the 1232-byte payload survive), and remembered so.
+#[test]
+fn a_server_rejecting_our_options_keeps_edns() {
+    bounded(LIMIT, async {
+        let a = Fake::start(
+            Behaviour::NoEdnsOptions(ResponseCode::FormErr),
+            public_table(),
+        )
+        .await;
+        let d = Daemon::start(&zone_of(&[&a], "timeout_ms = 1000")).await;
+        let q = with_edns(query("www.example.com.", RecordType::A), 1232, true);
+        let r = client::udp(d.udp, &q).await;
+        assert_eq!(rdata_strings(&r.answers), [A_ANSWER]);
+        let r = client::udp(d.udp, &query("big.example.com.", RecordType::A)).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        let seen = a.seen();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen[0].edns_options > 0);
+        assert_eq!(
+            (
+                seen[1].edns_payload,
+                seen[1].edns_options,
+                seen[1].dnssec_ok
+            ),
+            (Some(1232), 0, true),
+            "a bare OPT with the client's DO"
+        );
+        assert_eq!(
+            (seen[2].edns_payload, seen[2].edns_options),
+            (Some(1232), 0),
+            "remembered: bare OPT at once"
+        );
     });
 }
 

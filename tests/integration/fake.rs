@@ -48,6 +48,9 @@ pub enum Behaviour {
     /// EDNS intolerance: a query carrying OPT gets this rcode (the question echoed if the
     /// flag is set) and no OPT; a query without OPT is answered from the table.
     NoEdns(ResponseCode, bool),
+    /// A query whose OPT carries any option gets this rcode (question echoed, no OPT); a
+    /// bare OPT or none is answered from the table.
+    NoEdnsOptions(ResponseCode),
     /// Over UDP, the first this-many datagrams of each name (any case) are dropped, then
     /// it is answered: a lost query, deterministically. TCP is answered.
     DropFirst(u32),
@@ -272,6 +275,8 @@ pub struct Seen {
     pub cd: bool,
     /// EDNS UDP payload size, if the query carried an OPT record.
     pub edns_payload: Option<u16>,
+    /// How many EDNS options the OPT record carried.
+    pub edns_options: usize,
     pub dnssec_ok: bool,
     pub source: SocketAddr,
 }
@@ -421,6 +426,7 @@ fn record_seen(state: &State, query: &Message, proto: &'static str, source: Sock
         rd: query.metadata.recursion_desired,
         cd: query.metadata.checking_disabled,
         edns_payload: query.edns.as_ref().map(Edns::max_payload),
+        edns_options: query.edns.as_ref().map_or(0, |e| e.options().options.len()),
         dnssec_ok: query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
         source,
     };
@@ -508,6 +514,7 @@ async fn reply_udp(socket: &UdpSocket, state: &State, query: &Message, peer: Soc
         | Behaviour::Questionless(_)
         | Behaviour::OddClassQuestionless(_)
         | Behaviour::NoEdns(..)
+        | Behaviour::NoEdnsOptions(_)
         | Behaviour::DropFirst(_)
         | Behaviour::DropFirstOf(..)
         | Behaviour::Loss(_) => {}
@@ -647,6 +654,16 @@ fn respond(state: &State, query: &Message) -> Message {
         {
             reply.metadata.response_code = rcode;
             reply.queries.clear();
+            reply.edns = None;
+            return reply;
+        }
+        Behaviour::NoEdnsOptions(rcode)
+            if query
+                .edns
+                .as_ref()
+                .is_some_and(|e| !e.options().options.is_empty()) =>
+        {
+            reply.metadata.response_code = rcode;
             reply.edns = None;
             return reply;
         }
