@@ -461,6 +461,10 @@ fn key_of_parse_error(text: &str, message: &str, span: &Range<usize>) -> String 
         .map(str::to_owned)
         .unwrap_or_else(|| match line.split_once('=') {
             Some((k, _)) => k.trim().to_owned(),
+            // `name "x"`: the key is the first word.
+            None if !line.trim_start().starts_with('[') => {
+                line.split_whitespace().next().unwrap_or("").to_owned()
+            }
             None => line.trim().to_owned(),
         });
     if line.trim_start().starts_with('[') {
@@ -552,15 +556,23 @@ fn plain_message(message: &str) -> String {
     out
 }
 
-/// Where an array or inline table that is never closed was opened, when the parser gave up
-/// at `error_at` because of it: toml reports the place it noticed (the next table header,
-/// a `key =` line or the end of the file), which can be many lines below the real mistake.
-fn unclosed_bracket(text: &str, error_at: usize, message: &str) -> Option<usize> {
-    if !(message.contains("expected `]`") || message.contains("expected `}`")) {
-        return None;
+/// Whether a parse error at `error_at` means an array or inline table was never closed: the
+/// parser says it expected the closing bracket where no element can start (the next table
+/// header, a `key =` line, the end of the file, or, for an inline table, its line's end).
+/// toml reports the place it noticed, which can be many lines below the real mistake.
+fn is_unclosed(text: &str, error_at: usize, message: &str, open: usize) -> bool {
+    let brace = text.get(open..=open) == Some("{");
+    if !message.contains(if brace {
+        "expected `}`"
+    } else {
+        "expected `]`"
+    }) {
+        return false;
+    }
+    if brace {
+        return true;
     }
     let error_at = error_at.min(text.len());
-    // Only when the parser stopped somewhere no array element can start.
     let line_start = text
         .get(..error_at)
         .and_then(|b| b.rfind('\n'))
@@ -577,9 +589,13 @@ fn unclosed_bracket(text: &str, error_at: usize, message: &str) -> Option<usize>
             && k.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'))
     });
-    if !(at_end || line.starts_with('[') || looks_like_key) {
-        return None;
-    }
+    at_end || line.starts_with('[') || looks_like_key
+}
+
+/// The outermost array or inline table still open at `error_at`, if any: where the value
+/// whose key an error inside it belongs to starts.
+fn open_bracket(text: &str, error_at: usize) -> Option<usize> {
+    let error_at = error_at.min(text.len());
     // Scan up to the error: strings and comments skipped, table headers are not brackets.
     let bytes = text.as_bytes();
     let mut stack: Vec<usize> = Vec::new();
@@ -666,22 +682,24 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             let message = plain_message(e.message());
-            if let Some(open) = unclosed_bracket(text, span.start, &message) {
+            if let Some(open) = open_bracket(text, span.start) {
                 let key = key_of_parse_error(text, "", &(open..open));
+                if !is_unclosed(text, span.start, &message, open) {
+                    // An error inside a multi-line array: its place is right, and the key
+                    // is the array's.
+                    return src.err(span, &key, message);
+                }
                 let (line, _) = line_col(text, span.start);
-                let close = if text.get(open..=open) == Some("{") {
-                    '}'
+                let (open_line, _) = line_col(text, open);
+                let message = if text.get(open..=open) == Some("{") {
+                    "this `{` is never closed (an inline table ends on the line it starts)"
+                        .to_owned()
+                } else if line == open_line {
+                    "this `[` is never closed".to_owned()
                 } else {
-                    ']'
+                    format!("this `[` is never closed (expected `]` before line {line})")
                 };
-                return src.err(
-                    open..open,
-                    &key,
-                    format!(
-                        "this `{}` is never closed (expected `{close}` before line {line})",
-                        text.get(open..=open).unwrap_or("[")
-                    ),
-                );
+                return src.err(open..open, &key, message);
             }
             let key = key_of_parse_error(text, &message, &span);
             src.err(span, &key, message)
@@ -1376,6 +1394,16 @@ cache = false
                 "test.toml:3:11: zone[0].servers: this `[` is never closed",
             ),
             ("[[zone]]\nname = \"x\n", "test.toml:2:"),
+            // An error inside a multi-line array keeps its place and names the array.
+            (
+                "[[zone]]\nname = \"x\"\nservers = [\n  \"1.1.1.1\",\n  1.1.1.1,\n]\n",
+                "test.toml:5:6: zone[0].servers: ",
+            ),
+            (
+                "[[zone]]\nname = \"x\"\nservers = { a = 1\ntimeout_ms = 5\n",
+                "test.toml:3:11: zone[0].servers: this `{` is never closed (an inline table ends",
+            ),
+            ("[[zone]]\nname \"x\"\n", "test.toml:2:6: zone[0].name: "),
             ("[cache\nmax_entries = 1\n", "test.toml:1:7: cache: invalid table header"),
             (
                 "[[zone]]\nname = \"x\"\ntimeout_ms = \"fast\"\n",
