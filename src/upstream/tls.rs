@@ -50,6 +50,9 @@ pub const MAX_CONNS: usize = 8;
 pub const PADDING_BLOCK: usize = 128;
 /// EDNS option code of Padding (RFC 7830).
 const OPT_PADDING: u16 = 12;
+/// TCP connect plus TLS handshake must finish within this (as unbound's
+/// `tcp-auth-query-timeout`); the queries waiting on it have their own, shorter limits.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bytes gathered into one TLS write when several queries are queued.
 const WRITE_BATCH: usize = 16 * 1024;
 
@@ -207,7 +210,7 @@ impl Pool {
             if remaining.is_zero() {
                 break;
             }
-            let (conn, ticket) = self.join(remaining).map_err(|e| TlsFailure {
+            let (conn, ticket) = self.join().map_err(|e| TlsFailure {
                 error: Some(e),
                 conn: None,
             })?;
@@ -269,7 +272,7 @@ impl Pool {
 
     /// Picks a connection with room (the first, so queries pack onto few connections) or
     /// opens one, and reserves an ID in its pending table.
-    fn join(&self, connect_limit: Duration) -> Result<(Arc<Conn>, Ticket), TlsError> {
+    fn join(&self) -> Result<(Arc<Conn>, Ticket), TlsError> {
         let mut conns = lock(&self.conns);
         conns.retain(|c| !c.is_closed());
         for c in conns.iter() {
@@ -280,17 +283,7 @@ impl Pool {
         if conns.len() >= MAX_CONNS {
             return Err(TlsError::Busy);
         }
-        let (tx, rx) = mpsc::channel(MAX_PENDING_PER_CONN);
-        let conn = Arc::new(Conn {
-            serial: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            tx,
-            state: Mutex::new(ConnState {
-                pending: FxHashMap::default(),
-                phase: Phase::Connecting,
-                last_active: Instant::now(),
-                retired: false,
-            }),
-        });
+        let (conn, rx) = Conn::new(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let ticket = conn.reserve().ok_or(TlsError::Busy)?;
         conns.push(Arc::clone(&conn));
         drop(conns);
@@ -300,7 +293,6 @@ impl Pool {
             self.addr,
             self.name.clone(),
             self.connector.clone(),
-            connect_limit,
             self.idle,
         ));
         Ok((conn, ticket))
@@ -369,6 +361,21 @@ impl Drop for Ticket {
 }
 
 impl Conn {
+    fn new(serial: u64) -> (Arc<Conn>, mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel(MAX_PENDING_PER_CONN);
+        let conn = Arc::new(Conn {
+            serial,
+            tx,
+            state: Mutex::new(ConnState {
+                pending: FxHashMap::default(),
+                phase: Phase::Connecting,
+                last_active: Instant::now(),
+                retired: false,
+            }),
+        });
+        (conn, rx)
+    }
+
     fn state(&self) -> MutexGuard<'_, ConnState> {
         lock(&self.state)
     }
@@ -462,11 +469,11 @@ async fn run(
     addr: SocketAddr,
     name: ServerName<'static>,
     connector: TlsConnector,
-    connect_limit: Duration,
     idle: Duration,
 ) {
     let start = Instant::now();
-    let stream = match tokio::time::timeout(connect_limit, connect(addr, name, &connector)).await {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, name, &connector)).await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(upstream = %addr, error = %e, "DoT connection failed");
@@ -721,5 +728,52 @@ mod tests {
     fn frames_carry_the_length() {
         assert_eq!(frame(b"abc").unwrap(), b"\x00\x03abc");
         assert!(frame(&vec![0u8; 70_000]).is_none());
+    }
+
+    #[test]
+    fn the_pending_table_is_bounded_and_ids_are_unique() {
+        let (conn, _rx) = Conn::new(1);
+        let tickets: Vec<Ticket> = (0..MAX_PENDING_PER_CONN)
+            .map(|_| conn.reserve().expect("room"))
+            .collect();
+        let ids: std::collections::HashSet<u16> = tickets.iter().map(|t| t.id).collect();
+        assert_eq!(
+            ids.len(),
+            MAX_PENDING_PER_CONN,
+            "IDs unique on a connection"
+        );
+        assert!(conn.reserve().is_none(), "full");
+        assert!(tickets.iter().all(|t| !t.reused), "joined while connecting");
+        drop(tickets);
+        assert!(conn.reserve().is_some(), "dropped tickets free their IDs");
+    }
+
+    #[test]
+    fn replies_go_to_their_ids_and_a_close_fails_the_rest() {
+        let (conn, _rx) = Conn::new(2);
+        let mut a = conn.reserve().unwrap();
+        let mut b = conn.reserve().unwrap();
+        let (mut ra, mut rb) = (a.rx.take().unwrap(), b.rx.take().unwrap());
+        assert!(conn.deliver(b.id, b"for b".to_vec()));
+        assert!(!conn.deliver(b.id, b"again".to_vec()), "one reply per ID");
+        assert_eq!(rb.try_recv().unwrap().unwrap(), b"for b");
+        conn.close(&TlsError::Closed("test".into()));
+        assert!(matches!(ra.try_recv().unwrap(), Err(TlsError::Closed(_))));
+        assert!(conn.is_closed());
+        assert!(
+            conn.reserve().is_none(),
+            "a closed connection takes no query"
+        );
+    }
+
+    #[test]
+    fn a_retired_connection_takes_no_new_query_and_closes_when_drained() {
+        let (conn, _rx) = Conn::new(3);
+        let t = conn.reserve().unwrap();
+        conn.retire();
+        assert!(conn.reserve().is_none());
+        assert!(!conn.is_closed(), "still has a query in flight");
+        drop(t);
+        assert!(conn.is_closed());
     }
 }

@@ -95,6 +95,39 @@ fn answers_come_over_tls_on_one_reused_connection() {
 }
 
 #[test]
+fn answers_over_tls_are_cached_and_truncated_like_any_other() {
+    bounded(LIMIT, async {
+        let s = setup("dot-cache");
+        let leaf = s.pki.leaf(&["dot.test"], false);
+        let u = Unbound::start(&s.dir, "u", &leaf, ANSWER);
+        let body = tls_zone("big.test", &[u.server("#dot.test")], &s.ca, "");
+        let d = Daemon::start(&body).await;
+        // A client without EDNS (musl) over UDP: cut to 512 bytes, TC set.
+        let small = client::udp(d.udp, &client::query("big.test", RecordType::A)).await;
+        assert!(small.metadata.truncation, "TC on the cut answer");
+        assert!(small.answers.len() < 60);
+        let e = d.event_for("big.test").await;
+        assert_eq!(e.attempts[0].proto, "tls");
+        assert_eq!(e.cache, "miss");
+        // Over TCP the whole answer, from the cache: unbound was asked once.
+        let whole = client::tcp(d.tcp, &client::query("big.test", RecordType::A)).await;
+        assert!(!whole.metadata.truncation);
+        assert_eq!(whole.answers.len(), 60);
+        let again = client::udp(d.udp, &client::query("big.test", RecordType::A)).await;
+        assert!(again.metadata.truncation);
+        assert_eq!(
+            u.stat("num.query.tls"),
+            1,
+            "the later answers came from the cache"
+        );
+        let events = d.events(3).await;
+        let hits = events.iter().filter(|e| e.cache == "hit").count();
+        assert_eq!(hits, 2, "{events:?}");
+        d.stop_within(Duration::from_secs(5)).await;
+    });
+}
+
+#[test]
 fn a_burst_of_concurrent_queries_uses_a_handful_of_connections() {
     bounded(LIMIT, async {
         let s = setup("dot-burst");

@@ -91,8 +91,8 @@ fn accepts(addr: SocketAddr) -> bool {
 }
 
 /// unbound serving DNS over TLS on 127.0.0.1:`port`. Every name under `example.test`
-/// answers `A answer` (TTL 60); everything else is REFUSED (no recursion). Killed by PID
-/// on drop.
+/// answers `A answer` (TTL 60); `big.test` has 60 A records (TTL 300, more than 512 bytes);
+/// everything else is REFUSED (no recursion). Killed by PID on drop.
 pub struct Unbound {
     child: Option<Child>,
     conf: PathBuf,
@@ -147,7 +147,8 @@ impl Unbound {
   module-config: "iterator"
   extended-statistics: yes
   local-zone: "." refuse
-  local-zone: "example.test." redirect
+  local-zone: "big.test." static
+{big}  local-zone: "example.test." redirect
   local-data: "example.test. 60 IN A {answer}"
 remote-control:
   control-enable: yes
@@ -158,6 +159,9 @@ remote-control:
                 cert = cert.display(),
                 dir = dir.join("").display(),
                 ctl = ctl.display(),
+                big = (0..60)
+                    .map(|i| format!("  local-data: \"big.test. 300 IN A 10.1.0.{i}\"\n"))
+                    .collect::<String>(),
             ),
         );
         let log = std::fs::File::create(dir.join(&format!("{tag}.log"))).unwrap();

@@ -43,8 +43,9 @@
 //! - `lifecycle`: shutdown drains in-flight queries and flushes events.
 //! - `servers_file`: DHCP-written servers file order and reload.
 //! - `config_files`: every shipped config and every fixture.
-//! - `dot`: issue 13, DNS-over-TLS upstreams (answers, pooling and pipelining, strict
-//!   verification and failover, idle close and resumption, padding, `check`/`route`).
+//! - `dot`: issue 13, DNS-over-TLS upstreams (answers, cache and truncation, pooling and
+//!   pipelining, strict verification and failover, idle close and resumption, padding,
+//!   `check`/`route`).
 //! - `coalesce`: issue 12, identical questions in flight share one upstream exchange.
 //! - `dnssec`: issue 8: validation against the lab (secure, insecure, bogus with EDE, CD,
 //!   DO stripping, NSEC/NSEC3 denial, wildcard, CNAME, cache, off zones, anchors).
