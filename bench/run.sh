@@ -19,6 +19,11 @@
 #     VmRSS after the run, idle VmRSS after start; medians over REPS repetitions and the
 #     ratios of splitdns against every other server.
 #   * SCALE=1: hit qps, CPU and RSS with 1k, 100k and 1M distinct cached names.
+#   * DNS over TLS (DOT_SERVERS, DOT_WORKLOADS): `consul.` is asked over TLS of a DoT
+#     front end (an unbound serving TLS on CLIENT_CPU, forwarding to nsd's consul port,
+#     certificate from a CA made with openssl for the run): splitdns with
+#     "tls://...#dot.bench" against unbound's forward-tls-upstream; the miss workload
+#     measures the cost of a forwarded query over TLS.
 #
 # Everything binds 127.0.0.1 only. Every process it starts is stopped by PID on exit.
 # The markdown report goes to stdout and to bench/results/<timestamp>.md (raw rows
@@ -34,6 +39,8 @@
 #   DURATION       seconds per measured dnsperf run (10)
 #   CLIENTS        dnsperf -c (16)          OUTSTANDING  dnsperf -q (200)
 #   SCALE          1 to run the scaling mode (1)
+#   DOT_SERVERS    DNS-over-TLS servers to compare ("unbound-dot splitdns-dot"; "" skips)
+#   DOT_WORKLOADS  workloads for them ("miss")
 #   SCALE_SIZES    "1000 100000 1000000"    SCALE_SERVERS "splitdns unbound"
 #   SCALE_REPS     repetitions in the scaling mode (REPS)
 #   SERVER_CPU     CPU for the server under test (1)
@@ -55,6 +62,8 @@ DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-16}
 OUTSTANDING=${OUTSTANDING:-200}
 SCALE=${SCALE:-1}
+DOT_SERVERS=${DOT_SERVERS-"unbound-dot splitdns-dot"}
+DOT_WORKLOADS=${DOT_WORKLOADS:-"miss"}
 SCALE_SIZES=${SCALE_SIZES:-"1000 100000 1000000"}
 SCALE_SERVERS=${SCALE_SERVERS:-"splitdns unbound"}
 SCALE_REPS=${SCALE_REPS:-$REPS}
@@ -148,7 +157,10 @@ need_tools() {
     local missing=() t
     command -v dnsperf >/dev/null || missing+=(dnsperf)
     command -v nsd >/dev/null || missing+=(nsd)
-    if [[ "$SERVERS $SCALE_SERVERS" == *unbound* ]] && ! command -v unbound >/dev/null; then
+    if [[ -n $DOT_SERVERS ]] && ! command -v openssl >/dev/null; then
+        missing+=(openssl)
+    fi
+    if [[ "$SERVERS $SCALE_SERVERS $DOT_SERVERS" == *unbound* ]] && ! command -v unbound >/dev/null; then
         missing+=(unbound)
     fi
     if [[ "$SERVERS $SCALE_SERVERS" == *dnsmasq* ]] && ! command -v dnsmasq >/dev/null; then
@@ -336,6 +348,62 @@ EOF
     die "nsd did not serve $probe within 120 s"
 }
 
+# A CA and a certificate for dot.bench (openssl), and an unbound serving DNS over TLS on
+# UP_DOT_PORT (CLIENT_CPU) that forwards everything to nsd's consul port: the DoT upstream
+# both DoT contenders ask. Sets dot_pid.
+start_dot_upstream() {
+    local dir=$work/dot-upstream
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$dir/ca.key" -out "$work/dot-ca.pem" -subj /CN=splitdns-bench-ca 2>"$dir/openssl.log" ||
+        { cat "$dir/openssl.log" >&2; die "openssl: cannot make the CA"; }
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/key.pem" \
+        -out "$dir/req.pem" -subj /CN=dot.bench 2>>"$dir/openssl.log" ||
+        { cat "$dir/openssl.log" >&2; die "openssl: cannot make the request"; }
+    printf 'subjectAltName=DNS:dot.bench\nbasicConstraints=CA:FALSE\n' >"$dir/ext.cnf"
+    openssl x509 -req -in "$dir/req.pem" -CA "$work/dot-ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/ext.cnf" -out "$dir/cert.pem" 2>>"$dir/openssl.log" ||
+        { cat "$dir/openssl.log" >&2; die "openssl: cannot sign the certificate"; }
+    cat >"$dir/unbound.conf" <<EOF
+server:
+    interface: 127.0.0.1@$UP_DOT_PORT
+    tls-port: $UP_DOT_PORT
+    tls-service-key: "$dir/key.pem"
+    tls-service-pem: "$dir/cert.pem"
+    do-ip6: no
+    num-threads: 1
+    username: ""
+    chroot: ""
+    directory: "$dir"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    incoming-num-tcp: 256
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@$UP_CONSUL_PORT
+remote-control:
+    control-enable: no
+EOF
+    unbound-checkconf "$dir/unbound.conf" >"$dir/checkconf.out" 2>&1 ||
+        { cat "$dir/checkconf.out" >&2; die "unbound-checkconf failed (DoT upstream)"; }
+    log "starting the DoT upstream (unbound, TLS) on 127.0.0.1:$UP_DOT_PORT, CPU $CLIENT_CPU"
+    taskset -c "$CLIENT_CPU" unbound -d -c "$dir/unbound.conf" >"$work/dot-upstream.log" 2>&1 &
+    dot_pid=$!
+    track "$dot_pid"
+    local i
+    for ((i = 0; i < 100; i++)); do
+        alive "$dot_pid" || { cat "$work/dot-upstream.log" >&2; die "the DoT upstream exited"; }
+        [[ -n $(ss -Hlnt "sport = :$UP_DOT_PORT") ]] && return 0
+        sleep 0.1
+    done
+    die "the DoT upstream did not listen on $UP_DOT_PORT within 10 s"
+}
+
 # ---------------------------------------------------------------- servers under test
 
 # start_server NAME MODE: start NAME ("main" or "scale" sizing) pinned to SERVER_CPU;
@@ -346,9 +414,14 @@ start_server() {
     rm -rf "$dir"
     mkdir -p "$dir"
     case $name in
-    unbound)
-        local msg=64m rrset=128m
+    unbound | unbound-dot)
+        local msg=64m rrset=128m consul_fwd="forward-addr: 127.0.0.1@$UP_CONSUL_PORT" bundle=""
         if [[ $mode == scale ]]; then msg=1g rrset=2g; fi
+        if [[ $name == unbound-dot ]]; then
+            consul_fwd="forward-addr: 127.0.0.1@$UP_DOT_PORT#dot.bench
+    forward-tls-upstream: yes"
+            bundle="tls-cert-bundle: \"$work/dot-ca.pem\""
+        fi
         cat >"$dir/unbound.conf" <<EOF
 server:
     interface: 127.0.0.1@$port
@@ -368,9 +441,10 @@ server:
     local-zone: "test." nodefault
     msg-cache-size: $msg
     rrset-cache-size: $rrset
+    $bundle
 forward-zone:
     name: "consul."
-    forward-addr: 127.0.0.1@$UP_CONSUL_PORT
+    $consul_fwd
 forward-zone:
     name: "."
     forward-addr: 127.0.0.1@$UP_PUBLIC_PORT
@@ -413,10 +487,15 @@ EOF
         taskset -c "$SERVER_CPU" dnsdist --supervised --disable-syslog -C "$dir/dnsdist.conf" \
             >"$work/$name.log" 2>&1 &
         ;;
-    splitdns | splitdns-noev)
+    splitdns | splitdns-noev | splitdns-dot)
         local events=\"off\" entries=100000
-        if [[ $name == splitdns ]]; then events="\"$dir/events.jsonl\""; fi
+        local consul_servers="[\"127.0.0.1:$UP_CONSUL_PORT\"]" consul_extra=""
+        if [[ $name != splitdns-noev ]]; then events="\"$dir/events.jsonl\""; fi
         if [[ $mode == scale ]]; then entries=2000000; fi
+        if [[ $name == splitdns-dot ]]; then
+            consul_servers="[\"tls://127.0.0.1:$UP_DOT_PORT#dot.bench\"]"
+            consul_extra="tls_ca_file = \"$work/dot-ca.pem\""
+        fi
         cat >"$dir/splitdns.toml" <<EOF
 # generated by bench/run.sh
 listen = ["127.0.0.1:$port"]
@@ -429,7 +508,8 @@ output = $events
 
 [[zone]]
 name = "consul"
-servers = ["127.0.0.1:$UP_CONSUL_PORT"]
+servers = $consul_servers
+$consul_extra
 
 [[zone]]
 name = "."
@@ -638,8 +718,8 @@ report() {
     echo
     echo "| server | workload | qps | CPU µs/q | core µs/q | avg latency ms | RSS after MB | idle RSS MB | lost (sum) | other % | softirq % |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for wl in $WORKLOADS; do
-        for s in $SERVERS; do
+    for wl in $WORKLOADS $DOT_WORKLOADS; do
+        for s in $SERVERS $DOT_SERVERS; do
             qps=$(med "$raw" "$s" "$wl" 5)
             [[ $qps == - ]] && continue
             cpu=$(med "$raw" "$s" "$wl" 6)
@@ -654,6 +734,25 @@ report() {
         done
     done
     echo
+    if [[ " $DOT_SERVERS " == *" unbound-dot "* && " $DOT_SERVERS " == *" splitdns-dot "* ]]; then
+        echo "## DNS over TLS: splitdns-dot against unbound-dot (forward-tls-upstream)"
+        echo
+        echo "\`consul.\` forwarded over TLS to one DoT upstream (unbound on CPU $CLIENT_CPU, forwarding to nsd);"
+        echo "ratios splitdns-dot / unbound-dot of the medians; qps: higher is better, the rest: lower is better."
+        echo
+        echo "| workload | qps | CPU µs/q | core µs/q | avg latency | RSS after |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        for wl in $DOT_WORKLOADS; do
+            [[ $(med "$raw" splitdns-dot "$wl" 5) == - ]] && continue
+            printf '| %s | %s | %s | %s | %s | %s |\n' "$wl" \
+                "$(ratio "$(med "$raw" splitdns-dot "$wl" 5)" "$(med "$raw" unbound-dot "$wl" 5)")" \
+                "$(ratio "$(med "$raw" splitdns-dot "$wl" 6)" "$(med "$raw" unbound-dot "$wl" 6)")" \
+                "$(ratio "$(med "$raw" splitdns-dot "$wl" 13)" "$(med "$raw" unbound-dot "$wl" 13)")" \
+                "$(ratio "$(med "$raw" splitdns-dot "$wl" 7)" "$(med "$raw" unbound-dot "$wl" 7)")" \
+                "$(ratio "$(med "$raw" splitdns-dot "$wl" 8)" "$(med "$raw" unbound-dot "$wl" 8)")"
+        done
+        echo
+    fi
     local peer peers=() ours=()
     for s in $SERVERS; do
         if [[ $s == splitdns* ]]; then ours+=("$s"); else peers+=("$s"); fi
@@ -751,7 +850,7 @@ versions() {
 
 [[ $(id -u) == 0 || $NO_INSTALL == 1 ]] || log "not root: apt-get may fail"
 need_tools
-if [[ " $SERVERS $SCALE_SERVERS " == *" splitdns"* ]]; then
+if [[ " $SERVERS $SCALE_SERVERS $DOT_SERVERS " == *" splitdns"* ]]; then
     [[ -x $SPLITDNS ]] || die "$SPLITDNS not found; run cargo build --release (or drop splitdns from SERVERS)"
 fi
 (($(nproc) > SERVER_CPU && $(nproc) > CLIENT_CPU)) || die "need CPUs $CLIENT_CPU and $SERVER_CPU"
@@ -780,8 +879,10 @@ alloc_port
 UP_CONSUL_PORT=$port
 alloc_port
 UP_PUBLIC_PORT=$port
+alloc_port
+UP_DOT_PORT=$port
 declare -A server_port=()
-for s in $SERVERS $SCALE_SERVERS; do
+for s in $SERVERS $SCALE_SERVERS $DOT_SERVERS; do
     if [[ -z ${server_port[$s]:-} ]]; then
         alloc_port
         server_port[$s]=$port
@@ -790,10 +891,18 @@ done
 
 gen_data
 start_nsd
+if [[ -n $DOT_SERVERS ]]; then
+    start_dot_upstream
+fi
 
 for rep in $(seq 1 "$REPS"); do
     for wl in $WORKLOADS; do
         for s in $SERVERS; do
+            main_run "$s" "$wl" "$rep"
+        done
+    done
+    for wl in $DOT_WORKLOADS; do
+        for s in $DOT_SERVERS; do
             main_run "$s" "$wl" "$rep"
         done
     done

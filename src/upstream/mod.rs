@@ -812,4 +812,35 @@ mod tests {
         assert_eq!(r.id, 7);
         assert!(wire::same_question(&bytes, &r, QUESTION));
     }
+
+    #[test]
+    fn registry_tells_plain_and_tls_apart() {
+        let r = Registry::default();
+        let plain: ServerSpec = "127.0.0.1:853".parse().unwrap();
+        let tls: ServerSpec = "tls://127.0.0.1#dot.test".parse().unwrap();
+        let cfg = TlsConfig::default();
+        let p = r.get_spec(&plain, &cfg);
+        let t = r.get_spec(&tls, &cfg);
+        assert!(!Arc::ptr_eq(&p, &t), "same address, two servers");
+        p.health.failed(Turn::Up, Instant::now());
+        assert!(
+            !t.health.is_down(Instant::now()),
+            "each with its own health"
+        );
+        assert!(
+            Arc::ptr_eq(&t, &r.get_spec(&tls, &cfg)),
+            "kept across rebuilds"
+        );
+        assert_eq!(t.to_string(), "tls://127.0.0.1:853#dot.test");
+        let other_idle = TlsConfig {
+            idle_timeout: Duration::from_secs(1),
+            ..TlsConfig::default()
+        };
+        assert!(
+            !Arc::ptr_eq(&t, &r.get_spec(&tls, &other_idle)),
+            "other TLS settings, another server"
+        );
+        let other_name: ServerSpec = "tls://127.0.0.1#other.test".parse().unwrap();
+        assert!(!Arc::ptr_eq(&t, &r.get_spec(&other_name, &cfg)));
+    }
 }
