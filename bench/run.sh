@@ -718,7 +718,10 @@ report() {
     echo
     echo "| server | workload | qps | CPU µs/q | core µs/q | avg latency ms | RSS after MB | idle RSS MB | lost (sum) | other % | softirq % |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for wl in $WORKLOADS $DOT_WORKLOADS; do
+    # Each workload once, even when it is in both lists.
+    local all_wl
+    all_wl=$(tr ' ' '\n' <<<"$WORKLOADS $DOT_WORKLOADS" | awk 'NF && !seen[$0]++')
+    for wl in $all_wl; do
         for s in $SERVERS $DOT_SERVERS; do
             qps=$(med "$raw" "$s" "$wl" 5)
             [[ $qps == - ]] && continue

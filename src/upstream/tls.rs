@@ -776,4 +776,66 @@ mod tests {
         drop(t);
         assert!(conn.is_closed());
     }
+
+    #[tokio::test]
+    async fn a_server_that_stalls_cannot_make_the_pool_grow_without_bound() {
+        // Accepts connections and never answers the ClientHello.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut streams = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                streams.push(s);
+            }
+        });
+        let pool = Arc::new(
+            Pool::new(addr, Some("dot.test"), Some(&[]), Duration::from_secs(10)).unwrap(),
+        );
+        let question = b"\x03www\x04test\x00\x00\x01\x00\x01".to_vec();
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_CONNS * MAX_PENDING_PER_CONN {
+            let (pool, question) = (Arc::clone(&pool), question.clone());
+            waiting.push(tokio::spawn(async move {
+                let q = test_query(&question);
+                pool.exchange(&q, Some(&[]), Duration::from_secs(2))
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        // Let them all join their connections.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let q = test_query(&question);
+        let extra = pool.exchange(&q, Some(&[]), Duration::from_secs(2)).await;
+        assert!(
+            matches!(
+                extra,
+                Err(TlsFailure {
+                    error: Some(TlsError::Busy),
+                    ..
+                })
+            ),
+            "the query past the bound is refused at once: {extra:?}"
+        );
+        assert!(pool.open_connections() <= MAX_CONNS);
+        for w in waiting {
+            let r = w.await.unwrap();
+            assert!(matches!(r, Err(TlsFailure { error: None, .. })), "{r:?}");
+        }
+        held.abort();
+    }
+
+    fn test_query(question: &[u8]) -> Query<'_> {
+        Query {
+            id: 0,
+            flags: wire::QueryFlags {
+                rd: true,
+                cd: false,
+                ad: false,
+            },
+            question,
+            qtype: 1,
+            qclass: 1,
+            edns: None,
+        }
+    }
 }
