@@ -1,9 +1,13 @@
 //! Keeping the running state current without a restart. Two triggers:
 //! - the zones' `servers_file`s: their directories are watched with inotify (DHCP hooks
 //!   write a temp file and rename it over the old one, so the directory, not the file, is
-//!   watched), and as a fallback — a directory that does not exist yet, or no inotify —
-//!   polled every `POLL_INTERVAL`. Either way the bytes are compared, so an identical
-//!   renewal changes nothing;
+//!   watched; for a servers file that is a symlink, the directory of its target too), and
+//!   as a fallback — a directory that does not exist yet, or no inotify — polled every
+//!   `POLL_INTERVAL`. Only complete writes wake us (close-after-write, rename, delete; not
+//!   every modification), and a file is used only once it has *settled* ([`settled`]: two
+//!   reads `SETTLE` apart agree in bytes, size and mtime, and it ends with a newline or has
+//!   not changed for `YOUNG`): a writer that rewrites the file in place is never read
+//!   half-way. The bytes are compared, so an identical renewal changes nothing;
 //! - SIGHUP, which re-reads the config file and every servers file.
 //!
 //! A rebuild produces a whole new `Snapshot` that is swapped in for the next query;
@@ -26,12 +30,20 @@ use crate::state::{FileServers, Shared, Snapshot};
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How often they are checked anyway while every directory is watched (belt and braces).
 pub const WATCHED_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Two reads this far apart must agree before a servers file is used.
+pub const SETTLE: Duration = Duration::from_millis(100);
+/// A file without a final newline is taken only once it has not changed for this long
+/// (a writer may be between two parts of it).
+pub const YOUNG: Duration = Duration::from_secs(1);
+/// How many times a file that is still changing is re-read before we give up until the
+/// next trigger (keeping the servers in use).
+const SETTLE_TRIES: usize = 20;
 
 /// An inotify watch on the directories of the servers files. A small thread blocks on the
 /// inotify descriptor and pokes `changed`; the thread ends when the watch is dropped and the
 /// next event arrives (or with the process).
 struct DirWatch {
-    dirs: std::collections::BTreeSet<PathBuf>,
+    dirs: Targets,
     changed: Arc<tokio::sync::Notify>,
     alive: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -43,16 +55,34 @@ impl Drop for DirWatch {
     }
 }
 
-fn watched_dirs(config: &Config) -> std::collections::BTreeSet<PathBuf> {
-    config
-        .zones
-        .iter()
-        .filter_map(|z| z.servers_file.as_ref())
-        .map(|p| match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        })
-        .collect()
+/// The directories to watch and the file names in them that matter: each servers file's
+/// own, and for a symlink (anywhere in its path) its target's too, so a rewrite of the
+/// target is seen at once rather than by the next poll.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Targets {
+    dirs: std::collections::BTreeSet<PathBuf>,
+    names: std::collections::BTreeSet<std::ffi::OsString>,
+}
+
+fn split(p: &std::path::Path) -> (PathBuf, Option<std::ffi::OsString>) {
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    (dir, p.file_name().map(ToOwned::to_owned))
+}
+
+fn watched_dirs(config: &Config) -> Targets {
+    let mut t = Targets::default();
+    for p in config.zones.iter().filter_map(|z| z.servers_file.as_ref()) {
+        let target = std::fs::canonicalize(p).ok();
+        for q in std::iter::once(p.clone()).chain(target.filter(|c| c != p)) {
+            let (dir, name) = split(&q);
+            t.dirs.insert(dir);
+            t.names.extend(name);
+        }
+    }
+    t
 }
 
 impl DirWatch {
@@ -65,15 +95,17 @@ impl DirWatch {
     /// directory can be watched again.
     fn new(config: &Config, reported: &mut Option<String>) -> Option<DirWatch> {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let dirs = watched_dirs(config);
+        let targets = watched_dirs(config);
+        let dirs = targets.dirs.clone();
         if dirs.is_empty() {
             return None;
         }
         let ino = Inotify::init(InitFlags::IN_CLOEXEC).ok()?;
+        // Complete writes only: close-after-write, a rename in or out, a delete. Not
+        // IN_CREATE or IN_MODIFY: a file being written in place is not ready yet.
         let mask = AddWatchFlags::IN_CLOSE_WRITE
             | AddWatchFlags::IN_MOVED_TO
             | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_CREATE
             | AddWatchFlags::IN_DELETE
             | AddWatchFlags::IN_DELETE_SELF
             | AddWatchFlags::IN_MOVE_SELF;
@@ -93,12 +125,21 @@ impl DirWatch {
         let changed = Arc::new(tokio::sync::Notify::new());
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (c2, a2) = (changed.clone(), alive.clone());
+        let names = targets.names.clone();
         std::thread::Builder::new()
             .name("splitdns-watch".into())
             .spawn(move || {
                 while a2.load(std::sync::atomic::Ordering::Relaxed) {
                     match ino.read_events() {
-                        Ok(_) => c2.notify_one(),
+                        // Events about other files (a hook's temp file) are not ours.
+                        Ok(events) => {
+                            if events
+                                .iter()
+                                .any(|e| e.name.as_ref().is_none_or(|n| names.contains(n)))
+                            {
+                                c2.notify_one();
+                            }
+                        }
                         Err(nix::errno::Errno::EINTR) => {}
                         Err(_) => break,
                     }
@@ -107,7 +148,7 @@ impl DirWatch {
             .ok()?;
         tracing::debug!(dirs = ?dirs, "watching servers-file directories");
         Some(DirWatch {
-            dirs,
+            dirs: targets,
             changed,
             alive,
         })
@@ -144,25 +185,77 @@ pub fn read_servers_files(config: &Config) -> FileState {
         let Some(path) = &z.servers_file else {
             continue;
         };
-        let bytes = match dhcp::read(path) {
-            Ok(Some(b)) => {
-                for w in dhcp::parse_bytes(&b).warnings {
-                    tracing::warn!(file = %path.display(), "servers file: {w}");
-                }
-                Some(b)
-            }
-            Ok(None) => {
-                tracing::info!(file = %path.display(), zone = %z.name, "servers file not there (yet); using the zone's static servers");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot read servers file; using the zone's static servers");
-                None
-            }
-        };
-        contents.insert(path.clone(), bytes);
+        contents.insert(path.clone(), logged(path, &z.name, dhcp::read(path)));
     }
     FileState { contents }
+}
+
+/// The usable bytes of one read, with what is wrong logged.
+fn logged(
+    path: &std::path::Path,
+    zone: &str,
+    read: std::io::Result<Option<Vec<u8>>>,
+) -> Option<Vec<u8>> {
+    match read {
+        Ok(Some(b)) => {
+            for w in dhcp::parse_bytes(&b).warnings {
+                tracing::warn!(file = %path.display(), "servers file: {w}");
+            }
+            Some(b)
+        }
+        Ok(None) => {
+            tracing::info!(file = %path.display(), zone = %zone, "servers file not there (yet); using the zone's static servers");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read servers file; using the zone's static servers");
+            None
+        }
+    }
+}
+
+/// One read of a servers file with what says whether it is still changing.
+#[derive(Debug, PartialEq, Eq)]
+struct Sample {
+    bytes: Option<Vec<u8>>,
+    /// Size, mtime and inode (None when missing or unreadable).
+    meta: Option<(u64, std::time::SystemTime, u64)>,
+    error: bool,
+}
+
+fn sample(path: &std::path::Path) -> (Sample, std::io::Result<Option<Vec<u8>>>) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
+        .ok()
+        .and_then(|m| Some((m.len(), m.modified().ok()?, m.ino())));
+    let read = dhcp::read(path);
+    let bytes = read.as_ref().ok().cloned().flatten();
+    let error = read.is_err();
+    (Sample { bytes, meta, error }, read)
+}
+
+/// Reads a servers file once it has settled: two reads [`SETTLE`] apart agree (bytes,
+/// size, mtime, inode), and it ends with a newline (or is missing, or has not been
+/// modified for [`YOUNG`]: an empty or unterminated file may be half-written). `None` if it is still changing after [`SETTLE_TRIES`] tries:
+/// keep what is in use and look again at the next trigger.
+pub async fn settled(path: &std::path::Path) -> Option<std::io::Result<Option<Vec<u8>>>> {
+    let (mut last, _) = sample(path);
+    for _ in 0..SETTLE_TRIES {
+        tokio::time::sleep(SETTLE).await;
+        let (now, read) = sample(path);
+        let complete = match (&now.bytes, &now.meta) {
+            // Empty is what `>` leaves before the first write: young and empty is not done.
+            (Some(b), Some((_, mtime, _))) if !b.ends_with(b"\n") => {
+                mtime.elapsed().is_ok_and(|age| age >= YOUNG)
+            }
+            _ => true,
+        };
+        if now == last && complete {
+            return Some(read);
+        }
+        last = now;
+    }
+    None
 }
 
 fn install(shared: &Arc<Shared>, config: Arc<Config>, files: &FileState, why: &str) {
@@ -182,19 +275,6 @@ fn install(shared: &Arc<Shared>, config: Arc<Config>, files: &FileState, why: &s
         tracing::info!(generation, zone = %z.name, servers = ?servers, "{why}");
     }
     shared.install(snap);
-}
-
-/// Reads servers files without logging (for change detection).
-fn peek(config: &Config) -> HashMap<PathBuf, Option<Vec<u8>>> {
-    config
-        .zones
-        .iter()
-        .filter_map(|z| z.servers_file.clone())
-        .map(|p| {
-            let b = dhcp::read(&p).ok().flatten();
-            (p, b)
-        })
-        .collect()
 }
 
 /// Runs until `cancel`: watches servers files and handles SIGHUP (`hup`, installed by the
@@ -257,9 +337,8 @@ pub async fn watch(
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
             _ = dir_changed => {
-                // Let a burst of events (temp file created, written, renamed) settle.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                check_files(&shared, &config, &mut files);
+                check_files(&shared, &config, &mut files).await;
+                refresh_watch(&mut watch, &config, &mut watch_reported);
             }
             _ = tick.tick() => {
                 if watch.is_none() {
@@ -270,27 +349,60 @@ pub async fn watch(
                         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
                 }
-                check_files(&shared, &config, &mut files);
+                check_files(&shared, &config, &mut files).await;
+                refresh_watch(&mut watch, &config, &mut watch_reported);
             }
         }
     }
 }
 
-/// Re-reads the servers files; if any content changed, rebuilds and swaps the snapshot.
-fn check_files(shared: &Arc<Shared>, config: &Arc<Config>, files: &mut FileState) {
-    let now = peek(config);
-    if now == files.contents {
+/// A symlinked servers file may point elsewhere now: watch where it points.
+fn refresh_watch(watch: &mut Option<DirWatch>, config: &Config, reported: &mut Option<String>) {
+    if let Some(w) = watch.as_ref() {
+        if w.dirs != watched_dirs(config) {
+            *watch = DirWatch::new(config, reported);
+        }
+    }
+}
+
+/// Re-reads the servers files once they have settled; if any content changed, rebuilds
+/// and swaps the snapshot. A file still changing keeps its servers until the next trigger.
+async fn check_files(shared: &Arc<Shared>, config: &Arc<Config>, files: &mut FileState) {
+    let mut reads = Vec::new();
+    for z in &config.zones {
+        let Some(path) = &z.servers_file else {
+            continue;
+        };
+        match settled(path).await {
+            Some(read) => reads.push((path.clone(), z.name.clone(), read)),
+            None => {
+                if let Some(suppressed) = STILL_CHANGING.allow(std::time::Instant::now()) {
+                    tracing::warn!(file = %path.display(), suppressed, "servers file still changing; keeping the servers in use until it settles");
+                }
+            }
+        }
+    }
+    let changed: Vec<String> = reads
+        .iter()
+        .filter(|(p, _, r)| {
+            let now = r.as_ref().ok().cloned().flatten();
+            files.contents.get(p) != Some(&now)
+        })
+        .map(|(p, _, _)| p.display().to_string())
+        .collect();
+    if changed.is_empty() {
         return;
     }
-    let changed: Vec<String> = now
-        .iter()
-        .filter(|(p, c)| files.contents.get(*p) != Some(*c))
-        .map(|(p, _)| p.display().to_string())
-        .collect();
     tracing::info!(files = ?changed, "servers file changed");
-    *files = read_servers_files(config);
+    for (path, zone, read) in reads {
+        let bytes = logged(&path, &zone, read);
+        files.contents.insert(path, bytes);
+    }
     install(shared, config.clone(), files, "servers file changed");
 }
+
+static STILL_CHANGING: crate::diag::Throttle =
+    crate::diag::Throttle::new(crate::diag::WARN_INTERVAL);
 
 fn report_restart_only(old: &Config, new: &Config) {
     if old.listen != new.listen {

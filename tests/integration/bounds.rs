@@ -3,10 +3,15 @@
 //!
 //! 1. The cache stays inside `cache.max_bytes` with thousands of distinct 60 KB answers
 //!    from a real authoritative server (NSD) over TCP, and so does the process's RSS.
+//! 3. A servers file rewritten in place, in two parts, over and over under load, is never
+//!    read half-way: no query is ever sent to an address that was never in it.
 //! 4. TCP clients cannot hold the door shut: with 300 clients that pipeline queries and
 //!    never read (more than the 256 connections allowed), and with 300 connections that
 //!    dribble a byte per second, a new TCP client is answered within a generous 3 s
 //!    (not the 45 s it waited before) and RSS stays bounded.
+//! 5. A servers file that is a symlink into another directory is followed as fast as a
+//!    plain one (its target's directory is watched), and a warning repeated under
+//!    file-descriptor exhaustion is logged once per interval, not 20 times a second.
 //!
 //! Figures are printed with `eprintln!`; run with `--nocapture` to see them.
 
@@ -20,7 +25,7 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{RData, RecordType};
 
 use crate::client::{self, query};
-use crate::daemon::{bounded, toml_str, zone, zone_addrs, TempDir};
+use crate::daemon::{bounded, toml_str, zone, zone_addrs, TempDir, NO_CACHE};
 use crate::fake::{public_table, Fake};
 use crate::hardening::{binary_config, rss_kb, tcp_try};
 use crate::nsd::Nsd;
@@ -345,4 +350,267 @@ fn clients_that_never_read_do_not_lock_out_new_tcp_clients() {
 #[test]
 fn slowloris_connections_do_not_lock_out_new_tcp_clients() {
     tcp_door_test(Hostile::Dribbles);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Torn servers files are never used
+// ---------------------------------------------------------------------------------------
+
+/// Every string value of a `server` key anywhere in an event line.
+fn servers_in(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match x {
+                    serde_json::Value::String(s) if k == "server" => out.push(s.clone()),
+                    _ => servers_in(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| servers_in(x, out)),
+        _ => {}
+    }
+}
+
+/// UDP clients asking `www.example.com. A` until `stop`; returns (answers, failures).
+fn udp_load(
+    udp: SocketAddr,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(usize, Vec<String>)>> {
+    (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0, Vec::new());
+                while !stop.load(Ordering::SeqCst) {
+                    let q = query("www.example.com.", RecordType::A);
+                    match client::udp_raw_wait(udp, &client::encode(&q), Duration::from_secs(3))
+                        .await
+                        .and_then(|r| Message::from_vec(&r).ok())
+                    {
+                        Some(m) if m.metadata.response_code == ResponseCode::NoError => ok += 1,
+                        other => {
+                            failed.push(format!("{:?}", other.map(|m| m.metadata.response_code)))
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect()
+}
+
+/// Queries `udp` until `fake` has been asked (bounded: 5 s).
+async fn used(fake: &Fake, udp: SocketAddr) {
+    let t = Instant::now();
+    while fake.count() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{} never asked",
+            fake.addr
+        );
+        let q = query("www.example.com.", RecordType::A);
+        let _ = client::udp_raw_wait(udp, &client::encode(&q), Duration::from_millis(500)).await;
+    }
+}
+
+#[test]
+fn servers_file_rewritten_in_place_is_never_read_half_way() {
+    bounded(Duration::from_secs(90), async {
+        let good = Fake::answering(public_table()).await;
+        let dir = TempDir::new("torn");
+        let line = format!("nameserver {}\n", good.addr);
+        let file = dir.write("upstreams.conf", &line);
+        let events = dir.join("events.jsonl");
+        let config = binary_config(
+            &dir,
+            &events.to_string_lossy(),
+            &format!(
+                "{NO_CACHE}{}",
+                zone_addrs(
+                    ".",
+                    &[],
+                    &format!("servers_file = {}", toml_str(&file.to_string_lossy()))
+                )
+            ),
+        );
+        let server = Server::serve(&config, &[]);
+        used(&good, server.udp).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = udp_load(server.udp, 3, stop.clone());
+        // The writer: `>` then the line in two parts, 30 ms apart, cut inside the port
+        // (the first part alone names 127.0.0.1 on another port), again and again.
+        let cut = line.len() - 4;
+        let (first, second) = (line[..cut].to_owned(), line[cut..].to_owned());
+        let path = file.clone();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let until = Instant::now() + Duration::from_secs(4);
+            let mut rewrites = 0;
+            while Instant::now() < until {
+                let mut f = std::fs::File::create(&path).unwrap();
+                f.write_all(first.as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+                f.write_all(second.as_bytes()).unwrap();
+                drop(f);
+                rewrites += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            rewrites
+        });
+        let rewrites = tokio::task::spawn_blocking(move || writer.join().unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.store(true, Ordering::SeqCst);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for l in load {
+            let (o, f) = l.await.unwrap();
+            ok += o;
+            failed.extend(f);
+        }
+        drop(server); // flushes the events
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        let mut asked = Vec::new();
+        for l in text.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
+                servers_in(&v, &mut asked);
+            }
+        }
+        let strangers: std::collections::BTreeSet<&String> = asked
+            .iter()
+            .filter(|a| **a != good.addr.to_string())
+            .collect();
+        eprintln!(
+            "{rewrites} in-place rewrites; {ok} answers, {} failures; {} upstream attempts, to {:?} besides {}",
+            failed.len(),
+            asked.len(),
+            strangers,
+            good.addr
+        );
+        assert!(rewrites > 20, "the writer ran");
+        assert!(!asked.is_empty(), "the events name the servers asked");
+        assert!(
+            strangers.is_empty(),
+            "asked addresses never in the file: {strangers:?}"
+        );
+        assert!(
+            failed.is_empty(),
+            "{} queries failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Symlinked servers files and repeated warnings
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_symlinked_servers_file_is_followed_as_fast_as_a_plain_one() {
+    bounded(Duration::from_secs(60), async {
+        let one = Fake::answering(public_table()).await;
+        let two = Fake::answering(public_table()).await;
+        let dir = TempDir::new("link");
+        let elsewhere = TempDir::new("link-target");
+        let target = elsewhere.write("upstreams.conf", &format!("nameserver {}\n", one.addr));
+        let link = dir.join("upstreams.conf");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let config = binary_config(
+            &dir,
+            "off",
+            &format!(
+                "{NO_CACHE}{}",
+                zone_addrs(
+                    ".",
+                    &[],
+                    &format!("servers_file = {}", toml_str(&link.to_string_lossy()))
+                )
+            ),
+        );
+        let server = Server::serve(&config, &[]);
+        used(&one, server.udp).await;
+        let mut took = Vec::new();
+        for round in 0..3 {
+            let next = if round % 2 == 0 { &two } else { &one };
+            crate::hardening::write_atomically(
+                &target,
+                format!("nameserver {}\n", next.addr).as_bytes(),
+            );
+            let t = Instant::now();
+            let before = next.count();
+            while next.count() == before {
+                assert!(
+                    t.elapsed() < Duration::from_millis(1500),
+                    "round {round}: the symlink's new target not used within 1.5 s (polling alone takes up to 5 s); earlier rounds {took:?}"
+                );
+                let q = query("www.example.com.", RecordType::A);
+                let _ = client::udp_raw_wait(
+                    server.udp,
+                    &client::encode(&q),
+                    Duration::from_millis(200),
+                )
+                .await;
+            }
+            took.push(t.elapsed());
+        }
+        eprintln!("a symlinked servers file followed in {took:?}");
+    });
+}
+
+#[test]
+fn accept_failures_under_fd_exhaustion_are_logged_once_per_interval() {
+    bounded(Duration::from_secs(60), async {
+        let upstream = Fake::answering(public_table()).await;
+        let dir = TempDir::new("emfile");
+        let config = binary_config(&dir, "off", &zone(".", &[&upstream], ""));
+        let server = Server::serve(&config, &[]);
+        let open = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .unwrap()
+            .count();
+        // Room for a few more descriptors only.
+        let limit = open + 4;
+        let status = std::process::Command::new("prlimit")
+            .args([
+                "--pid",
+                &server.pid().to_string(),
+                &format!("--nofile={limit}:{limit}"),
+            ])
+            .status()
+            .expect("prlimit (util-linux)");
+        assert!(status.success());
+        let mut held = Vec::new();
+        for _ in 0..40 {
+            if let Ok(Ok(s)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(server.tcp),
+            )
+            .await
+            {
+                held.push(s);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let lines: Vec<String> = server
+            .stderr_lines()
+            .into_iter()
+            .filter(|l| l.contains("tcp accept failed"))
+            .collect();
+        eprintln!(
+            "{} connections held; {} 'tcp accept failed' lines in 3 s",
+            held.len(),
+            lines.len()
+        );
+        assert!(!lines.is_empty(), "descriptors were exhausted");
+        assert!(
+            lines.len() <= 2,
+            "{} lines in 3 s:\n{}",
+            lines.len(),
+            lines.join("\n")
+        );
+        drop(held);
+    });
 }
