@@ -28,7 +28,8 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Never blocks: a line stderr cannot take now is dropped and counted.
+        .with_writer(splitdns::diag::Stderr)
         .with_ansi(false)
         // Its default reports write failures with eprintln!, which panics when stderr is
         // gone (a closed pipe): a log line must never take the resolver down.

@@ -3,6 +3,10 @@
 //!
 //! 1. The cache stays inside `cache.max_bytes` with thousands of distinct 60 KB answers
 //!    from a real authoritative server (NSD) over TCP, and so does the process's RSS.
+//! 2. Output that stops being read never stalls the daemon: with events on stdout and
+//!    the reader stopped, SIGTERM still exits, in bounded time, saying how many events were
+//!    lost; with stderr's reader stopped, TCP clients are still served and reloads done,
+//!    and the dropped diagnostic lines are counted.
 //! 3. A servers file rewritten in place, in two parts, over and over under load, is never
 //!    read half-way: no query is ever sent to an address that was never in it.
 //! 4. TCP clients cannot hold the door shut: with 300 clients that pipeline queries and
@@ -612,5 +616,200 @@ fn accept_failures_under_fd_exhaustion_are_logged_once_per_interval() {
             lines.join("\n")
         );
         drop(held);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Output that stops being read
+// ---------------------------------------------------------------------------------------
+
+/// `splitdns serve` with stdout and stderr piped. Stderr is read (and kept) until both
+/// `listening on` lines, then no more: the caller decides whether anyone reads again.
+struct Piped {
+    child: std::process::Child,
+    stdout: Option<std::process::ChildStdout>,
+    stderr: std::io::BufReader<std::process::ChildStderr>,
+    seen: Vec<String>,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+}
+
+impl Piped {
+    fn serve(config: &std::path::Path) -> Piped {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(crate::process::BIN)
+            .args(["-c", config.to_str().unwrap(), "serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (mut seen, mut udp, mut tcp) = (Vec::new(), None, None);
+        // Bounded: the child prints these right after binding (a test time limit backs it).
+        while udp.is_none() || tcp.is_none() {
+            let mut line = String::new();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "stderr closed: {seen:?}"
+            );
+            for (proto, slot) in [("udp", &mut udp), ("tcp", &mut tcp)] {
+                if let Some(rest) = line.split(&format!("listening on {proto} ")).nth(1) {
+                    *slot = rest.trim().parse::<SocketAddr>().ok();
+                }
+            }
+            seen.push(line);
+        }
+        Piped {
+            child,
+            stdout,
+            stderr,
+            seen,
+            udp: udp.unwrap(),
+            tcp: tcp.unwrap(),
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// Waits up to `limit` for the exit.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Everything on stderr from here to its end (after the process exited).
+    fn rest_of_stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut rest = String::new();
+        let _ = self.stderr.read_to_string(&mut rest);
+        rest
+    }
+}
+
+impl Drop for Piped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn sigterm_with_a_stopped_events_reader_exits_in_bounded_time() {
+    bounded(Duration::from_secs(60), async {
+        let upstream = Fake::answering(public_table()).await;
+        let dir = TempDir::new("stuck-stdout");
+        let config = binary_config(&dir, "stdout", &zone(".", &[&upstream], ""));
+        let mut server = Piped::serve(&config);
+        // Nobody reads stdout: 3,000 events (~1 MB) fill the pipe and then the queue.
+        for _ in 0..3_000 {
+            let q = query("www.example.com.", RecordType::A);
+            let _ =
+                client::udp_raw_wait(server.udp, &client::encode(&q), Duration::from_millis(500))
+                    .await;
+        }
+        let t = Instant::now();
+        server.signal("TERM");
+        let status = tokio::task::block_in_place(|| server.wait_exit(Duration::from_secs(15)));
+        let took = t.elapsed();
+        let status = status.unwrap_or_else(|| {
+            panic!("SIGTERM: still running after 15 s with the events reader stopped")
+        });
+        let stderr = server.rest_of_stderr();
+        eprintln!(
+            "exited {status} in {took:?}; stderr tail: {}",
+            stderr.lines().rev().take(4).collect::<Vec<_>>().join(" | ")
+        );
+        assert!(status.success(), "{status}");
+        assert!(
+            stderr.contains("events lost"),
+            "the loss is reported:\n{stderr}"
+        );
+        drop(server.stdout.take());
+    });
+}
+
+/// A stderr pipe of a child that has already exited (so reading it ends at once).
+fn empty_stderr() -> std::process::ChildStderr {
+    let mut c = std::process::Command::new("true")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let e = c.stderr.take().unwrap();
+    let _ = c.wait();
+    e
+}
+
+#[test]
+fn a_stopped_stderr_reader_stalls_neither_tcp_nor_reloads() {
+    bounded(Duration::from_secs(90), async {
+        let upstream = Fake::answering(public_table()).await;
+        let dir = TempDir::new("stuck-stderr");
+        let config = binary_config(&dir, "off", &zone(".", &[&upstream], ""));
+        let mut server = Piped::serve(&config);
+        // Nobody reads stderr any more: 400 reloads log far more than a pipe holds.
+        for _ in 0..400 {
+            server.signal("HUP");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for i in 0..5 {
+            let q = query("www.example.com.", RecordType::A);
+            let t = Instant::now();
+            let reply = honest_exchange(server.tcp, &client::encode(&q)).await;
+            let reply =
+                reply.unwrap_or_else(|why| panic!("TCP client {i} with stderr stalled: {why}"));
+            assert_eq!(
+                Message::from_vec(&reply).unwrap().metadata.id,
+                q.metadata.id
+            );
+            eprintln!(
+                "TCP client {i} answered in {:?} with stderr stalled",
+                t.elapsed()
+            );
+        }
+        // Someone reads again: the next line is preceded by the count of those dropped.
+        let reader = std::mem::replace(&mut server.stderr, std::io::BufReader::new(empty_stderr()));
+        let drained = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut all = String::new();
+            let _ = { reader }.read_to_string(&mut all);
+            all
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.signal("TERM");
+        let status = tokio::task::block_in_place(|| server.wait_exit(Duration::from_secs(15)));
+        assert!(status.is_some_and(|s| s.success()), "exit {status:?}");
+        let stderr = tokio::task::block_in_place(|| drained.join().unwrap());
+        let reloads = stderr.matches("SIGHUP: reloading").count();
+        eprintln!(
+            "{reloads} reload lines got through; seen at start: {}",
+            server.seen.len()
+        );
+        assert!(
+            stderr.contains("diagnostic line(s) dropped"),
+            "the loss is counted:\n{}",
+            stderr.lines().take(5).collect::<Vec<_>>().join("\n")
+        );
     });
 }
