@@ -494,7 +494,7 @@ fn servers_file_rewritten_in_place_is_never_read_half_way() {
             strangers,
             good.addr
         );
-        assert!(rewrites > 20, "the writer ran");
+        assert!(rewrites >= 3, "the writer ran");
         assert!(!asked.is_empty(), "the events name the servers asked");
         assert!(
             strangers.is_empty(),
