@@ -34,10 +34,10 @@ pub const WATCHED_POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub const SETTLE: Duration = Duration::from_millis(100);
 /// A file without a final newline is taken only once it has not changed for this long
 /// (a writer may be between two parts of it).
-pub const YOUNG: Duration = Duration::from_secs(3);
+pub const YOUNG: Duration = Duration::from_secs(1);
 /// How many times a file that is still changing is re-read before we give up until the
 /// next trigger (keeping the servers in use).
-const SETTLE_TRIES: usize = 40;
+const SETTLE_TRIES: usize = 20;
 
 /// An inotify watch on the directories of the servers files. A small thread blocks on the
 /// inotify descriptor and pokes `changed`; the thread ends when the watch is dropped and the
