@@ -51,7 +51,7 @@ next_port() {
 
 nsd_port=$(next_port "$PORT_BASE")
 srv_port=$(next_port $((nsd_port + 1)))
-bash "$repo/tests/dnssec-lab/build.sh" "$work/lab" "$nsd_port" >/dev/null
+bash "$repo/tests/dnssec-lab/build.sh" "$work/lab" "$nsd_port" >/dev/null 2>"$work/build.log"
 taskset -c "$CLIENT_CPU" nsd -d -c "$work/lab/nsd.conf" >"$work/nsd.log" 2>&1 &
 pids+=($!)
 
@@ -114,6 +114,12 @@ run_one() { # kind → prints "qps us_per_query"
     start_server "$1"
     # Warm-up: every name validated once and cached.
     dnsperf -s 127.0.0.1 -p "$srv_port" -d "$work/queries" -D -n 3 >/dev/null 2>&1
+    # The validating servers must really validate (AD on a secure name), or the row lies.
+    if [[ $1 != splitdns-off ]] &&
+        ! dig +dnssec +time=2 +tries=1 -p "$srv_port" @127.0.0.1 www.sec.tld A | grep -q 'flags:.* ad'; then
+        echo "dnssec.sh: $1 does not set AD on www.sec.tld; not measuring" >&2
+        exit 1
+    fi
     local t0 t1 out qps done_q hz
     hz=$(getconf CLK_TCK)
     t0=$(cpu_ticks "$server_pid")
