@@ -6,6 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use splitdns::forward::{self, Rejected};
+use splitdns::local;
+use splitdns::route::RouteTable;
 use splitdns::wire::{self, Query};
 
 /// Checks that hold for every query we accept, from either parser.
@@ -19,6 +21,18 @@ fn check_query(q: &Query<'_>, key: &mut Vec<u8>) {
     let _ = q.udp_limit();
     let mut text = String::new();
     wire::name_to_text(q.qname(), &mut text);
+
+    // Queries answered locally (zone transfers, CHAOS, localhost, RFC 6303): the answer is
+    // a well-formed reply to this query, with an OPT exactly when the query had one.
+    let routes = RouteTable::new([(".", 0)]);
+    if let Some(rule) = local::classify(wire::key_qname(key), q.qtype, q.qclass, &routes) {
+        let a = local::answer(rule, q, wire::key_qname(key));
+        let r = wire::walk_reply(&a).expect("local answer walks");
+        assert_eq!(r.id, q.id);
+        assert!(r.flags & 0x8000 != 0);
+        assert!(wire::same_question(&a, &r, q.question));
+        assert_eq!(r.opt().is_some(), q.edns.is_some());
+    }
 
     // What we forward must be a query our own fast parse accepts, with the same question.
     let up = wire::upstream_query(q, 0xbeef);
@@ -39,6 +53,10 @@ fuzz_target!(|data: &[u8]| {
             // Error replies (FORMERR, NOTIMP, BADVERS) are responses our walker accepts.
             let r = wire::walk_reply(&reply).unwrap_or_else(|e| panic!("{why}: {e}"));
             assert!(r.flags & 0x8000 != 0, "{why}: QR set");
+            // RFC 6891 §6.1.1: a query with a valid OPT gets one back, errors included.
+            if wire::client_opt(data).is_some() {
+                assert!(r.opt().is_some(), "{why}: OPT echoed");
+            }
             if data.len() >= 2 {
                 assert_eq!(
                     r.id,

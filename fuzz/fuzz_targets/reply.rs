@@ -23,6 +23,7 @@ const QUERY_PLAIN: &[u8] = b"\x12\x35\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\
 fn cfg() -> CacheConfig {
     CacheConfig {
         max_entries: 16,
+        max_bytes: 1 << 20,
         min_ttl_secs: 0,
         max_ttl_secs: 86_400,
         max_negative_ttl_secs: 3_600,
@@ -56,8 +57,20 @@ fn one(data: &[u8], query: &[u8]) {
     if client.len() > 512 {
         let cut = wire::truncate(&client, 512);
         let w = wire::walk_reply(&cut).expect("truncated reply walks");
-        assert!(w.truncated());
         assert!(cut.len() <= 512, "truncated to {} bytes", cut.len());
+        // RFC 2181 §9: no TC unless a required RRset (at least the answer) was cut.
+        if !w.truncated() {
+            assert_eq!(w.section(0).count(), walked.section(0).count());
+        }
+        assert_eq!(w.opt().is_some(), walked.opt().is_some(), "OPT kept");
+    }
+    // An Extended DNS Error added to an EDNS client's reply keeps it well-formed, and it
+    // still truncates to 512 bytes.
+    let mut with_ede = client.clone();
+    if wire::add_ede(&mut with_ede, wire::ede::NO_REACHABLE_AUTHORITY, "udp 10.0.0.1:53 timeout") {
+        let w = wire::walk_reply(&with_ede).expect("reply with EDE walks");
+        assert_eq!(w.rrs.len(), walked.rrs.len());
+        assert!(wire::truncate(&with_ede, 512).len() <= 512);
     }
 
     // Cache round trip: what comes back is the same message with TTLs at most the lifetime.
