@@ -110,6 +110,10 @@ pub fn classify(lower_qname: &[u8], qtype: u16, qclass: u16, routes: &RouteTable
             _ => Local::ChaosRefused,
         });
     }
+    // Cheap filter first: everything below ends in `arpa.` or `localhost.`.
+    if !(lower_qname.ends_with(b"\x04arpa\x00") || lower_qname.ends_with(b"\x09localhost\x00")) {
+        return None;
+    }
     let labels = label_offsets(lower_qname)?;
     let label = |from_end: usize| -> Option<&[u8]> {
         let at = *labels.get(labels.len().checked_sub(from_end + 1)?)?;

@@ -1363,6 +1363,72 @@ mod tests {
     }
 
     #[test]
+    fn truncation_rules_hold_on_random_replies() {
+        let mut seed = 0x2181_0009u32;
+        let mut next = move |n: u32| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed % n.max(1)
+        };
+        for round in 0..2000 {
+            let edns = next(2) == 0;
+            let qtype = [1u16, 28, 33, 15][next(4) as usize];
+            let qp = query(1, "q.example", qtype, edns.then_some((512, false)));
+            let q = parse_query(&qp).unwrap();
+            let rc = [0u16, 0, 3, 2][next(4) as usize];
+            let mut p = vec![0, 0, 0x81, 0x80 | rc as u8, 0, 1, 0, 0, 0, 0, 0, 0];
+            p.extend_from_slice(q.question);
+            let mut counts = [0u16; 3];
+            for (section, count) in counts.iter_mut().enumerate() {
+                for _ in 0..next(25) {
+                    let rtype = match (section, next(5)) {
+                        (0, 0) => 5,
+                        (0, _) => qtype,
+                        (1, 0 | 1) => TYPE_SOA,
+                        (1, 2) => TYPE_RRSIG,
+                        (1, _) => 2,
+                        (_, _) => [1u16, 28][next(2) as usize],
+                    };
+                    let owner: Vec<u8> = if next(3) == 0 {
+                        vec![1, b'a' + next(3) as u8, 0xc0, 12]
+                    } else {
+                        vec![0xc0, 12]
+                    };
+                    let rdata: Vec<u8> = (0..next(60)).map(|i| i as u8).collect();
+                    push_rr(&mut p, &owner, rtype, &rdata);
+                    *count += 1;
+                }
+            }
+            set_counts(&mut p, counts[0], counts[1], counts[2]);
+            let r = walk_reply(&p).unwrap();
+            let full = client_reply(&p, &r, &q).unwrap();
+            let fw = walk_reply(&full).unwrap();
+            let limit = 60 + next(500) as usize;
+            let t = truncate(&full, limit);
+            let w = walk_reply(&t).unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+            assert!(t.len() <= limit, "round {round}");
+            assert_eq!(w.opt().is_some(), edns, "round {round}: OPT kept");
+            let kept: Vec<_> = w.rrs.iter().filter(|r| r.rtype != TYPE_OPT).collect();
+            let orig: Vec<_> = fw.rrs.iter().filter(|r| r.rtype != TYPE_OPT).collect();
+            for (a, b) in kept.iter().zip(&orig) {
+                assert_eq!(
+                    t[a.start..a.end],
+                    full[b.start..b.end],
+                    "round {round}: a prefix"
+                );
+            }
+            if !w.truncated() {
+                assert_eq!(w.section(0).count(), fw.section(0).count(), "round {round}");
+                if is_negative(&full, &fw) {
+                    let soas = |x: &Reply| x.section(1).filter(|r| r.rtype == TYPE_SOA).count();
+                    assert_eq!(soas(&w), soas(&fw), "round {round}: negative keeps its SOA");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn walker_survives_garbage() {
         let mut seed = 0x1234_5678u32;
         for len in 0..400 {
