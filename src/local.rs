@@ -5,6 +5,7 @@
 //! RFC 6761 §6.3), and the reverse zones of private and special address ranges (RFC 6303,
 //! plus 100.64.0.0/10 from RFC 7793) answered NXDOMAIN with an SOA unless a configured zone
 //! routes them — so a PTR lookup for a private address never goes to a public resolver.
+//! `invalid.` (RFC 6761 §6.4) and `onion.` (RFC 7686) get the same treatment.
 //!
 //! Pure: [`classify`] looks at a lower-cased wire QNAME, the QTYPE/QCLASS and the route
 //! table; [`answer`] builds the reply bytes. No I/O, no config, no events.
@@ -51,6 +52,12 @@ pub enum Local {
         /// Byte offset of the zone's apex in the QNAME.
         apex: usize,
     },
+    /// A name under `invalid.` (RFC 6761 §6.4) or `onion.` (RFC 7686 §2) that no
+    /// configured zone routes: NXDOMAIN, so a Tor address never leaks to a DNS upstream.
+    SpecialUse {
+        /// Byte offset of the top-level domain in the QNAME.
+        apex: usize,
+    },
 }
 
 impl Local {
@@ -62,6 +69,7 @@ impl Local {
             Local::ChaosRefused => "refused: chaos",
             Local::Localhost { .. } => "local: localhost",
             Local::PrivateReverse { .. } => "local: rfc6303",
+            Local::SpecialUse { .. } => "local: special-use",
         }
     }
 }
@@ -81,13 +89,20 @@ impl fmt::Display for Local {
                 "NXDOMAIN (RFC 6303 locally served zone; a zone named after it, \
                  or a zone's `networks` covering it, would forward it instead)",
             ),
+            Local::SpecialUse { .. } => f.write_str(
+                "NXDOMAIN (special-use name, RFC 6761 / RFC 7686; a zone named after it \
+                 would forward it instead)",
+            ),
         }
     }
 }
 
-/// The zone a [`Local::Localhost`] or [`Local::PrivateReverse`] rule answers for, as text.
+/// The zone a [`Local::Localhost`], [`Local::PrivateReverse`] or [`Local::SpecialUse`]
+/// rule answers for, as text.
 pub fn zone_text(rule: Local, lower_qname: &[u8]) -> Option<String> {
-    let (Local::Localhost { apex } | Local::PrivateReverse { apex }) = rule else {
+    let (Local::Localhost { apex } | Local::PrivateReverse { apex } | Local::SpecialUse { apex }) =
+        rule
+    else {
         return None;
     };
     let mut s = String::new();
@@ -110,8 +125,17 @@ pub fn classify(lower_qname: &[u8], qtype: u16, qclass: u16, routes: &RouteTable
             _ => Local::ChaosRefused,
         });
     }
-    // Cheap filter first: everything below ends in `arpa.` or `localhost.`.
-    if !(lower_qname.ends_with(b"\x04arpa\x00") || lower_qname.ends_with(b"\x09localhost\x00")) {
+    // Cheap filter first: everything below ends in `arpa.`, `localhost.`, `invalid.` or
+    // `onion.`.
+    if ![
+        &b"\x04arpa\x00"[..],
+        b"\x09localhost\x00",
+        b"\x07invalid\x00",
+        b"\x05onion\x00",
+    ]
+    .iter()
+    .any(|tld| lower_qname.ends_with(tld))
+    {
         return None;
     }
     let labels = label_offsets(lower_qname)?;
@@ -125,18 +149,22 @@ pub fn classify(lower_qname: &[u8], qtype: u16, qclass: u16, routes: &RouteTable
             apex: labels.last().copied().unwrap_or(0),
         });
     }
-    if label(0) != Some(b"arpa") {
-        return None;
-    }
-    let depth = match label(1)? {
-        b"in-addr" => reverse_v4_depth(&label),
-        b"ip6" => reverse_v6_depth(&label),
-        _ => None,
-    }?;
+    let (depth, rule): (usize, fn(usize) -> Local) = match label(0)? {
+        b"invalid" | b"onion" => (1, |apex| Local::SpecialUse { apex }),
+        b"arpa" => {
+            let depth = match label(1)? {
+                b"in-addr" => reverse_v4_depth(&label),
+                b"ip6" => reverse_v6_depth(&label),
+                _ => None,
+            }?;
+            (depth, |apex| Local::PrivateReverse { apex })
+        }
+        _ => return None,
+    };
     let apex = *labels.get(labels.len().checked_sub(depth)?)?;
     match routes.lookup_wire_at(lower_qname, qtype) {
         Some((_, pos)) if pos <= apex => None,
-        _ => Some(Local::PrivateReverse { apex }),
+        _ => Some(rule(apex)),
     }
 }
 
@@ -220,7 +248,9 @@ pub fn answer(rule: Local, q: &Query<'_>, lower_qname: &[u8]) -> Vec<u8> {
             b.finish()
         }
         Local::Localhost { apex } => localhost(q, apex),
-        Local::PrivateReverse { apex } => private_reverse(q, lower_qname, apex),
+        Local::PrivateReverse { apex } | Local::SpecialUse { apex } => {
+            private_reverse(q, lower_qname, apex)
+        }
     }
 }
 
@@ -248,6 +278,7 @@ fn localhost(q: &Query<'_>, apex: usize) -> Vec<u8> {
     b.finish()
 }
 
+/// A locally served empty zone (RFC 6303 §3): NXDOMAIN below the apex, SOA and NS at it.
 fn private_reverse(q: &Query<'_>, lower_qname: &[u8], apex: usize) -> Vec<u8> {
     let zone = QNAME_PTR + apex;
     // The loopback addresses' PTR names localhost, as unbound and most systems do.
@@ -465,6 +496,35 @@ mod tests {
         ] {
             assert_eq!(zone(public), None, "{public}");
         }
+    }
+
+    #[test]
+    fn special_use_names() {
+        let r = root_only();
+        assert_eq!(
+            rule("x.invalid", TYPE_A, &r),
+            Some(Local::SpecialUse { apex: 2 })
+        );
+        assert_eq!(
+            rule("invalid", TYPE_A, &r),
+            Some(Local::SpecialUse { apex: 0 })
+        );
+        assert!(matches!(
+            rule("abcdef.onion", TYPE_AAAA, &r),
+            Some(Local::SpecialUse { .. })
+        ));
+        assert_eq!(rule("onion.example", TYPE_A, &r), None);
+        assert_eq!(
+            rule("x.test", TYPE_A, &r),
+            None,
+            "test. is forwarded (RFC 6761 §6.2)"
+        );
+        // A zone named `onion` (Tor's DNSPort) takes them.
+        let tor = RouteTable::new([("onion", 0), (".", 1)]);
+        assert_eq!(rule("abcdef.onion", TYPE_A, &tor), None);
+        let m = ask("x.invalid", TYPE_A, false);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(m.authorities[0].name.to_ascii(), "invalid.");
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn chaos_identity_queries_are_answered_here() {
 }
 
 #[test]
-fn localhost_is_answered_locally() {
+fn localhost_and_special_use_names_are_answered_locally() {
     bounded(LIMIT, async {
         let p = Fake::answering(public_table()).await;
         let d = public_daemon(&p).await;
@@ -94,6 +94,14 @@ fn localhost_is_answered_locally() {
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
         assert!(r.answers.is_empty(), "other types: NODATA");
         assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
+        // Special-use names (RFC 6761 .invalid, RFC 7686 .onion): NXDOMAIN here.
+        for name in [
+            "x.invalid.",
+            "duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion.",
+        ] {
+            let r = client::udp(d.udp, &query(name, RecordType::A)).await;
+            assert_eq!(r.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        }
         // Not under localhost: forwarded as usual.
         let _ = client::udp(d.udp, &query("localhost.example.com.", RecordType::A)).await;
         assert_eq!(

@@ -8,7 +8,7 @@
 #   SPLITDNS      splitdns binary (default: target/release/splitdns)
 #   N_RACE        lookups for the race scenario (default 500)
 #   N_FIX         lookups per name and libc for the fix scenario (default 2000)
-#   SCENARIOS     space-separated subset of: race fix dhcp check (default: all)
+#   SCENARIOS     space-separated subset of: race fix dhcp check diff (default: all)
 #   KEEP_WORK=1   keep the temporary work directory for inspection
 #
 # Needs root and: iproute2 (ip netns), util-linux (unshare, mount), coreutils
@@ -27,7 +27,7 @@ HERE=$ROOT/tests/interop
 SPLITDNS=${SPLITDNS:-$ROOT/target/release/splitdns}
 N_RACE=${N_RACE:-500}
 N_FIX=${N_FIX:-2000}
-SCENARIOS=${SCENARIOS:-race fix dhcp check}
+SCENARIOS=${SCENARIOS:-race fix dhcp check diff}
 # Upper bound on how long any daemon started here may live.
 LIFETIME=${LIFETIME:-300}
 # Scenarios that would start after this many seconds are skipped (and fail).
@@ -756,6 +756,289 @@ scenario_dhcp() {
 	fi
 }
 
+# ------------------------------------------------- 5. differential ---
+#
+# The same queries through splitdns, unbound and dnsmasq, all three forwarding
+# "." to one nsd that serves example.test. Each reply is reduced to a
+# signature per field (rcode, header flags, section counts, OPT, EDE, the
+# answer RRs without TTLs) and splitdns is compared with each peer. Every
+# difference must be listed in DIFF_EXPECTED with its reason (also in the
+# README, "Differences from peers"); an unlisted one fails the scenario.
+#   127.0.0.4:53  nsd, authoritative for example.test
+#   127.0.0.1:53  splitdns     127.0.0.5:53  unbound     127.0.0.6:53  dnsmasq
+
+# id|dig arguments (after @server). One query per line.
+DIFF_QUERIES='a|www.example.test A
+aaaa|www.example.test AAAA
+mx|mail.example.test MX
+txt|txt.example.test TXT
+cname|alias.example.test A
+chain|chain.example.test A
+dangling|dangling.example.test A
+nxdomain|nx.example.test A
+nodata|www.example.test TXT
+ent|b.example.test A
+wild|x.wild.example.test A
+case|WwW.ExAmPlE.TeSt A
+noedns|www.example.test A +noedns
+cd|www.example.test A +cd
+norec|www.example.test A +norec
+do|www.example.test A +dnssec
+soa|example.test SOA
+ns|example.test NS
+srv-noedns|_svc._tcp.example.test SRV +noedns
+srv-512|_svc._tcp.example.test SRV +bufsize=512
+srv|_svc._tcp.example.test SRV
+srv10-noedns|_many._tcp.example.test SRV +noedns +ignore
+big-noedns|big.example.test A +noedns +ignore
+big-1232|big.example.test A +bufsize=1232
+big-tcp|big.example.test A +tcp
+axfr|example.test AXFR
+ixfr|example.test IXFR=1 +tcp
+notify|example.test SOA +opcode=notify
+chaos-version|version.bind TXT CH
+chaos-hostname|hostname.bind TXT CH
+localhost|localhost A
+private-ptr|1.1.168.192.in-addr.arpa PTR
+loopback-ptr|1.0.0.127.in-addr.arpa PTR
+outside|www.example.com A
+invalid|x.invalid A
+onion|x.onion A
+home-arpa|printer.home.arpa A'
+
+# query|field|peer (unbound, dnsmasq or *): differences that remain, with the
+# reason. Keep in step with the README's "Differences from peers".
+DIFF_EXPECTED='
+*|aa|unbound                 # unbound answers as a recursive resolver (AA=0); splitdns passes the upstream AA on, as dnsmasq does
+*|authority|unbound          # unbound minimal-responses drops NS it does not need; splitdns passes every section on
+*|additional|unbound         # same: unbound drops glue, SRV targets addresses too; splitdns keeps them (Consul SRV glue)
+norec|*|unbound              # RD=0: unbound access-control allow refuses cache snooping; splitdns forwards the query as asked
+big-noedns|answer|*          # over 512 bytes: peers send TC with no answer, splitdns TC with the records that fit (RFC 2181 s9: either)
+big-noedns|rrs|*             # same
+srv10-noedns|additional|dnsmasq # both drop glue without TC; dnsmasq skips what does not fit and keeps a later record, splitdns keeps a prefix
+notify|*|dnsmasq             # dnsmasq does not answer NOTIFY; splitdns says REFUSED, as unbound does
+chaos-version|rrs|*          # each names itself
+chaos-hostname|*|unbound     # unbound tells its host name; splitdns does not reveal it (REFUSED)
+chaos-hostname|rcode|dnsmasq # dnsmasq NOTIMP, splitdns REFUSED
+localhost|*|dnsmasq          # dnsmasq (no /etc/hosts) forwards localhost; splitdns answers it (RFC 6761), as unbound does
+private-ptr|*|dnsmasq        # dnsmasq without --bogus-priv forwards private PTRs; splitdns NXDOMAIN (RFC 6303), as unbound does
+loopback-ptr|*|dnsmasq       # same; 127.0.0.1 is localhost. in splitdns and unbound
+invalid|*|dnsmasq            # dnsmasq forwards .invalid; splitdns NXDOMAIN (RFC 6761 s6.4), as unbound does
+onion|*|dnsmasq              # dnsmasq forwards .onion; splitdns NXDOMAIN (RFC 7686), as unbound does
+outside|ede|*                # nsd REFUSED: unbound (ede off) says nothing, dnsmasq passes EDE 20; splitdns EDE 22 naming the server
+outside|rcode|dnsmasq        # dnsmasq passes the REFUSED on; splitdns fails over on it and says SERVFAIL, as unbound does
+home-arpa|*|unbound          # unbound NXDOMAIN locally; splitdns forwards home.arpa (a home router may serve it)
+home-arpa|rcode|dnsmasq      # as outside
+home-arpa|ede|dnsmasq        # as outside
+'
+
+# diff_sig: reads dig's output, prints one "field=value" line per field
+# (the answer RRs, TTLs dropped, sorted into one "rrs=" line).
+diff_sig() {
+	local out
+	out=$(diff_fields)
+	printf '%s\n' "$out" | grep -v '^rr='
+	printf 'rrs=%s\n' "$(printf '%s\n' "$out" | sed -n 's/^rr=//p' | sort | tr '\n' ';')"
+}
+
+diff_fields() {
+	awk '
+	/->>HEADER<<-/ { for (i = 1; i <= NF; i++) if ($i == "status:") { s = $(i + 1); sub(",", "", s); print "rcode=" s } ; got = 1 }
+	/^;; flags:/ {
+		line = $0; sub(/^;; flags: */, "", line); split(line, parts, ";"); n = split(parts[1], f, " ")
+		for (i = 1; i <= n; i++) flag[f[i]] = 1
+		split(parts[2], c, ",")
+		for (i in c) { split(c[i], kv, ":"); k = kv[1]; gsub(/ /, "", k); v = kv[2]; gsub(/ /, "", v); cnt[tolower(k)] = v }
+	}
+	/^; EDNS:/ { opt = 1 }
+	/^; EDE:/ { ede = $3 }
+	/^;; ANSWER SECTION:/ { sec = "an"; next }
+	/^;; (AUTHORITY|ADDITIONAL|OPT PSEUDOSECTION|QUESTION) SECTION:/ { sec = ""; next }
+	/^$/ { sec = "" }
+	sec == "an" && !/^;/ { $2 = ""; r = tolower($0); gsub(/[ \t]+/, " ", r); print "rr=" r }
+	END {
+		if (!got) { print "rcode=NO-REPLY"; exit }
+		for (x in flag) if (x != "qr") fl = fl x ","
+		print "aa=" (("aa" in flag) ? 1 : 0); print "tc=" (("tc" in flag) ? 1 : 0)
+		print "ra=" (("ra" in flag) ? 1 : 0); print "rd=" (("rd" in flag) ? 1 : 0)
+		print "ad=" (("ad" in flag) ? 1 : 0); print "cd=" (("cd" in flag) ? 1 : 0)
+		print "answer=" cnt["answer"]; print "authority=" cnt["authority"]
+		print "additional=" (cnt["additional"] - (opt ? 1 : 0))
+		print "opt=" (opt ? 1 : 0); print "ede=" (ede == "" ? "-" : ede)
+	}'
+}
+
+# diff_ask NS SERVER BASE ARGS...: dig SERVER with ARGS; the reply as dig
+# prints it goes to BASE.txt, its signature to BASE.sig.
+diff_ask() {
+	local ns=$1 server=$2 base=$3
+	shift 3
+	timeout 10 ip netns exec "$ns" dig +time=2 +tries=1 +nocookie "@$server" "$@" >"$base.txt" 2>&1
+	diff_sig <"$base.txt" >"$base.sig"
+}
+
+diff_zone() {
+	local i
+	cat <<-'EOF'
+	$ORIGIN example.test.
+	$TTL 300
+	@ IN SOA ns1 hostmaster 1 3600 900 604800 300
+	@ IN NS ns1
+	ns1 IN A 127.0.0.4
+	www IN A 192.0.2.1
+	www IN AAAA 2001:db8::1
+	mail IN MX 10 www
+	txt IN TXT "hello world"
+	alias IN CNAME www
+	chain IN CNAME alias
+	dangling IN CNAME nowhere
+	a.b IN A 192.0.2.2
+	*.wild IN A 192.0.2.9
+	EOF
+	for i in $(seq 0 11); do
+		printf '_svc._tcp IN SRV 0 0 80 n%d.node\nn%d.node IN A 10.0.1.%d\n' "$i" "$i" "$i"
+	done
+	# 10 targets: the SRV answer fits in 512 bytes, its glue does not.
+	for i in $(seq 10 19); do
+		printf '_many._tcp IN SRV 0 0 80 n%d.node\nn%d.node IN A 10.0.1.%d\n' "$i" "$i" "$i"
+	done
+	for i in $(seq 0 59); do
+		printf 'big IN A 10.0.0.%d\n' "$i"
+	done
+}
+
+scenario_diff() {
+	local ns line id args peer addr field sv pv known diffs=0 unexpected=() same=0 total=0 listed=()
+	log "diff: splitdns vs unbound vs dnsmasq, all forwarding to one nsd"
+	if ! command -v nsd >/dev/null 2>&1; then
+		fail diff "nsd not installed (apt-get install nsd)"
+		return
+	fi
+	new_ns diff
+	ns=$NS
+	mkdir -p "$WORK/nsd"
+	diff_zone >"$WORK/nsd/example.test.zone"
+	cat >"$WORK/nsd/nsd.conf" <<-EOF
+	server:
+	    ip-address: 127.0.0.4@53
+	    username: ""
+	    chroot: ""
+	    zonesdir: "$WORK/nsd"
+	    database: ""
+	    zonelistfile: "$WORK/nsd/zone.list"
+	    xfrdfile: "$WORK/nsd/xfrd.state"
+	    xfrdir: "$WORK/nsd"
+	    pidfile: "$WORK/nsd/nsd.pid"
+	    logfile: "$WORK/diff-nsd.log"
+	    server-count: 1
+	    verbosity: 1
+	    rrl-ratelimit: 0
+	remote-control:
+	    control-enable: no
+	zone:
+	    name: example.test
+	    zonefile: "$WORK/nsd/example.test.zone"
+	EOF
+	bg "$ns" diff-nsd-out nsd -d -c "$WORK/nsd/nsd.conf"
+	cat >"$WORK/diff-unbound.conf" <<-EOF
+	server:
+	    interface: 127.0.0.5
+	    port: 53
+	    do-ip6: no
+	    num-threads: 1
+	    chroot: ""
+	    username: ""
+	    directory: "$WORK"
+	    pidfile: ""
+	    use-syslog: no
+	    logfile: ""
+	    verbosity: 0
+	    module-config: "iterator"
+	    do-not-query-localhost: no
+	    access-control: 127.0.0.0/8 allow
+	    # unbound serves test. locally by default (RFC 6761 special-use names);
+	    # the zone under test lives there, so let it through.
+	    local-zone: "test." nodefault
+	remote-control:
+	    control-enable: no
+	forward-zone:
+	    name: "."
+	    forward-addr: 127.0.0.4
+	EOF
+	bg "$ns" diff-unbound unbound -d -c "$WORK/diff-unbound.conf"
+	# No cache: every answer is forwarded, as splitdns forwards these (TTL 300
+	# would otherwise make repeated names dnsmasq's own, non-authoritative answers).
+	dnsmasq_dns "$ns" diff-dnsmasq 127.0.0.6 --server=127.0.0.4 --cache-size=0
+	cat >"$WORK/diff.toml" <<-EOF
+	listen = ["127.0.0.1:53"]
+
+	[events]
+	output = "$WORK/diff-events.jsonl"
+
+	[[zone]]
+	name = "."
+	servers = ["127.0.0.4"]
+	EOF
+	if ! splitdns_start "$ns" "$WORK/diff.toml" diff; then
+		fail diff "splitdns did not start (see $WORK/diff-splitdns.log)"
+		return
+	fi
+	for addr in 127.0.0.4 127.0.0.1 127.0.0.5 127.0.0.6; do
+		if ! wait_dns "$ns" "$addr" www.example.test 192.0.2.1; then
+			fail diff "$addr does not answer www.example.test (see $WORK/diff-*.log)"
+			return
+		fi
+	done
+	: >"$WORK/diff-report.txt"
+	while IFS='|' read -r id args; do
+		[ -n "$id" ] || continue
+		# shellcheck disable=SC2086 # split on purpose
+		diff_ask "$ns" 127.0.0.1 "$WORK/diff-$id-splitdns" $args
+		for peer in unbound dnsmasq; do
+			case $peer in
+			unbound) addr=127.0.0.5 ;;
+			dnsmasq) addr=127.0.0.6 ;;
+			esac
+			# shellcheck disable=SC2086 # split on purpose
+			diff_ask "$ns" "$addr" "$WORK/diff-$id-$peer" $args
+			total=$((total + 1))
+			local this=0
+			while IFS='=' read -r field sv; do
+				pv=$(sed -n "s/^$field=//p" "$WORK/diff-$id-$peer.sig")
+				[ "$sv" = "$pv" ] && continue
+				this=1
+				diffs=$((diffs + 1))
+				known=$(printf '%s\n' "$DIFF_EXPECTED" | sed 's/#.*//' | awk -F'|' -v OFS='|' -v q="$id" -v f="$field" -v p="$peer" '
+					{ for (i = 1; i <= 3; i++) gsub(/ /, "", $i) }
+					($1 == q || $1 == "*") && ($2 == f || $2 == "*") && ($3 == p || $3 == "*") { print; exit }')
+				printf '%-15s %-10s %-8s splitdns=%s %s=%s%s\n' "$id" "$field" "$peer" "$sv" "$peer" "$pv" \
+					"$([ -n "$known" ] || echo '   <- NOT LISTED')" >>"$WORK/diff-report.txt"
+				if [ -z "$known" ]; then
+					unexpected+=("$id:$field:$peer")
+				else
+					listed+=("$known")
+				fi
+			done <"$WORK/diff-$id-splitdns.sig"
+			[ "$this" = 0 ] && same=$((same + 1))
+		done
+	done <<<"$DIFF_QUERIES"
+	log "diff report (splitdns vs peer, per field):"
+	sed 's/^/    /' "$WORK/diff-report.txt" >&2
+	# Listed differences that did not show up (a peer changed): worth a look, not a failure.
+	while IFS= read -r line; do
+		line=${line%%#*}
+		line=${line// /}
+		[ -n "$line" ] || continue
+		printf '%s\n' "${listed[@]}" | sed 's/#.*//; s/ //g' | grep -qxF "$line" ||
+			log "diff: listed difference did not occur: $line"
+	done <<<"$DIFF_EXPECTED"
+	if [ "${#unexpected[@]}" -gt 0 ]; then
+		fail diff "$((${#unexpected[@]})) difference(s) not listed in DIFF_EXPECTED: ${unexpected[*]}"
+	else
+		pass diff "$total comparisons over $(printf '%s\n' "$DIFF_QUERIES" | grep -c .) queries: $same identical, $diffs field differences, all listed and justified"
+	fi
+}
+
 # ------------------------------------------------------- 4. check ---
 
 scenario_check() {
@@ -815,6 +1098,7 @@ main() {
 		fix) scenario_fix ;;
 		dhcp) scenario_dhcp ;;
 		check) scenario_check ;;
+		diff) scenario_diff ;;
 		*) echo "interop: unknown scenario $s" >&2; exit 2 ;;
 		esac
 	done
