@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::event::EventSink;
 use crate::reload;
 use crate::server;
-use crate::state::{Shared, Snapshot};
+use crate::state::{ServersFiles, Shared, Snapshot};
 use crate::tcp;
 use crate::upstream::{Loops, Registry};
 
@@ -172,6 +172,7 @@ pub async fn run(
     sockets: Sockets,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
+    let started = crate::ops::Started::now();
     let Sockets { udp, tcp, addrs } = sockets;
     let (events, writer) = EventSink::start(&config.events).map_err(|source| AppError::Io {
         what: format!("cannot open events output {:?}", config.events),
@@ -180,8 +181,11 @@ pub async fn run(
     let files = reload::read_servers_files(&config);
     let config = Arc::new(config);
     let upstreams = Registry::default();
-    let (snapshot, warnings) =
+    let (mut snapshot, warnings) =
         Snapshot::build(config.clone(), &files.servers(), &addrs, 1, &upstreams);
+    let servers_files = ServersFiles::default();
+    files.observe(&servers_files);
+    servers_files.stamp(&mut snapshot);
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -197,12 +201,21 @@ pub async fn run(
             config.cache.serve_stale,
         ),
         upstreams,
+        servers_files,
         loops: Loops::default(),
         inflight: crate::upstream::Inflight::new(crate::upstream::MAX_FOLLOWERS),
         events: events.clone(),
         listen: addrs.clone(),
     });
     let cancel = CancellationToken::new();
+    // The control socket and metrics listener first: if one cannot be set up, nothing has
+    // been started yet.
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    let ops = Arc::new(crate::ops::Ops::new(shared.clone(), reload_tx, started));
+    let ops_tasks = crate::ops::start(&config, ops, &cancel).map_err(|e| AppError::Io {
+        what: e.what,
+        source: e.source,
+    })?;
 
     let mut threads = Vec::new();
     for (t, socks) in udp.into_iter().enumerate() {
@@ -253,6 +266,7 @@ pub async fn run(
         files,
         cancel.clone(),
         hup,
+        reload_rx,
     ));
 
     shutdown.await;
@@ -267,6 +281,9 @@ pub async fn run(
         tracing::warn!("tcp queries still in flight after {DRAIN_TIMEOUT:?}; exiting anyway");
     }
     let _ = reload_task.await;
+    for t in ops_tasks {
+        let _ = t.await;
+    }
     let joined = tokio::task::spawn_blocking(move || {
         for t in threads {
             let _ = t.join();

@@ -190,10 +190,21 @@ impl Shard {
 pub enum Lookup {
     /// Not cached (or expired and not allowed stale).
     Miss,
-    /// `out` holds the reply (ID not yet patched); the zone it belongs to.
-    Hit(Arc<str>),
+    /// `out` holds the reply (ID not yet patched).
+    Hit(Entry),
     /// Only with `allow_stale`: `out` holds an expired reply with TTLs set to 30 s.
-    Stale(Arc<str>),
+    Stale(Entry),
+}
+
+/// The entry a lookup served (for the query's event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The zone it belongs to.
+    pub zone: Arc<str>,
+    /// Seconds until it expires (0 once expired).
+    pub ttl: u32,
+    /// Seconds since it was stored.
+    pub age: u32,
 }
 
 /// The shared answer cache.
@@ -309,11 +320,15 @@ impl Cache {
                 f.copy_from_slice(&ttl.to_be_bytes());
             }
         }
-        let zone = e.zone.clone();
+        let entry = Entry {
+            zone: e.zone.clone(),
+            ttl: e.expires.saturating_duration_since(now).as_secs() as u32,
+            age,
+        };
         if fresh {
-            Lookup::Hit(zone)
+            Lookup::Hit(entry)
         } else {
-            Lookup::Stale(zone)
+            Lookup::Stale(entry)
         }
     }
 
@@ -425,6 +440,27 @@ impl Cache {
                 Err(p) => p.into_inner().bytes(),
             })
             .sum()
+    }
+
+    /// Drops every entry whose key `drop` selects (the operator's `flush`); returns how many.
+    pub fn remove_keys(&self, drop: impl Fn(&[u8]) -> bool) -> usize {
+        let mut removed = 0;
+        for m in self.shards.iter() {
+            let mut shard = match m.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let mut i = 0;
+            while i < shard.slots.len() {
+                if shard.slots.get(i).is_some_and(|s| drop(s.key())) {
+                    shard.remove_at(i);
+                    removed += 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        removed
     }
 
     /// Number of entries (fresh or stale).
@@ -591,7 +627,7 @@ mod tests {
             .question
             .to_vec();
         let mut out = Vec::new();
-        assert!(matches!(
+        assert_eq!(
             c.get(
                 &key,
                 &client_q,
@@ -599,8 +635,13 @@ mod tests {
                 false,
                 &mut out
             ),
-            Lookup::Hit(_)
-        ));
+            Lookup::Hit(Entry {
+                zone: Arc::from("z"),
+                ttl: 60,
+                age: 40
+            }),
+            "the entry's remaining lifetime and age"
+        );
         assert_eq!(
             ttls_of(&out),
             vec![60, 60],
@@ -618,6 +659,23 @@ mod tests {
             Lookup::Miss
         );
         assert!(c.is_empty(), "expired entry dropped when stale is off");
+    }
+
+    #[test]
+    fn remove_keys_drops_only_what_is_selected() {
+        let c = Cache::new(10, false);
+        let t0 = Instant::now();
+        let a = store(&c, "a.example", &[300], t0);
+        let b = store(&c, "b.example", &[300], t0);
+        assert_eq!(c.remove_keys(|k| k == a.as_slice()), 1);
+        assert_eq!(c.len(), 1);
+        let mut out = Vec::new();
+        assert!(matches!(
+            c.get(&b, b"", t0, false, &mut out),
+            Lookup::Hit(_)
+        ));
+        assert_eq!(c.remove_keys(|_| true), 1);
+        assert!(c.is_empty());
     }
 
     #[test]

@@ -57,6 +57,12 @@ pub enum Command {
         #[arg(long = "class", default_value = "IN", value_name = "CLASS")]
         qclass: String,
     },
+    /// Talk to the running daemon over its control socket (`[control] socket`).
+    Control {
+        /// What to ask.
+        #[command(subcommand)]
+        command: ControlCommand,
+    },
     /// Write the DNS servers from a DHCP client's environment (dhclient or udhcpc) to FILE.
     #[command(
         override_usage = "splitdns dhcp-hook --output <FILE> [--resolv-conf <FILE>] [EVENT]"
@@ -158,4 +164,28 @@ mod tests {
             .unwrap_err()
             .contains("`verbose` is not a level"));
     }
+}
+
+/// `splitdns control …` commands.
+#[derive(Debug, Subcommand)]
+pub enum ControlCommand {
+    /// Version, uptime, config generation, each zone's servers in order with their health
+    /// and back-off, the servers files, forwarding-loop verdicts.
+    Status,
+    /// Counters since start: queries by zone, rcode, cache outcome and transport; upstream
+    /// attempts by server and outcome; failovers; latency percentiles; events.
+    Stats {
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Empty the cache: everything, one name (all types): `flush NAME`, or a name and
+    /// everything below it: `flush zone NAME`.
+    Flush {
+        /// Nothing, `NAME`, or `zone NAME`.
+        #[arg(value_name = "NAME | zone NAME", num_args = 0..=2)]
+        target: Vec<String>,
+    },
+    /// Re-read the config and the servers files (as SIGHUP does) and report the result.
+    Reload,
 }

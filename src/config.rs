@@ -132,6 +132,12 @@ struct RawConfig {
     /// Resource bounds.
     #[serde(default)]
     limits: RawLimits,
+    /// The control socket (`splitdns control …`).
+    #[serde(default)]
+    control: RawControl,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    metrics: RawMetrics,
     /// The zones, each with its servers in the order they are tried.
     #[serde(default)]
     zone: Vec<RawZone>,
@@ -198,6 +204,22 @@ impl Default for RawEvents {
             output: default_events_output(),
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    /// Unix socket path for `splitdns control`; none: no control socket.
+    #[serde(default)]
+    socket: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// `ip:port` serving `GET /metrics`; none: no metrics endpoint.
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -405,6 +427,10 @@ pub struct Config {
     pub events: EventsOutput,
     /// Resource bounds.
     pub limits: Limits,
+    /// The control socket's path, if enabled.
+    pub control_socket: Option<PathBuf>,
+    /// The metrics endpoint's address, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
     /// Zones in file order.
     pub zones: Vec<ZoneConfig>,
     /// Where some keys were written (key, line, column), for errors found after loading
@@ -708,6 +734,30 @@ impl Config {
     }
 }
 
+/// The `[control] socket` of the config file at `path`, read leniently: the rest of the
+/// file may be invalid (so `splitdns control reload` can reach the daemon and report what
+/// is wrong with a broken config). Only a file that is not TOML at all, or a bad
+/// `[control]` table, is an error here.
+///
+/// # Errors
+/// `ConfigError::Io`, or `ConfigError::Invalid` naming the line and key.
+pub fn read_control_socket(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let src = Source { path, text: &text };
+    #[derive(Deserialize)]
+    struct Lenient {
+        #[serde(default)]
+        control: Option<RawControl>,
+    }
+    match toml::from_str::<Lenient>(&text) {
+        Ok(l) => validate_control(l.control.unwrap_or_default(), &src),
+        Err(_) => Config::from_toml_str(&text, path).map(|c| c.control_socket),
+    }
+}
+
 impl Config {
     /// An error about `key` found after loading, at the line where the key was written
     /// (line 1, column 1 when it was not: a default).
@@ -754,6 +804,8 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         cache,
         events,
         limits,
+        control,
+        metrics,
         zone,
         dnssec,
     } = raw;
@@ -807,6 +859,17 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         p => EventsOutput::File(PathBuf::from(p)),
     };
     let limits = validate_limits(limits, src)?;
+    let control_socket = validate_control(control, src)?;
+    let metrics_listen = match metrics.listen {
+        Some(l) => Some(parse_config_addr(l.get_ref(), None).map_err(|m| {
+            src.err(
+                l.span(),
+                "metrics.listen",
+                format!("`{}`: {m}", l.get_ref()),
+            )
+        })?),
+        None => None,
+    };
 
     let mut zones: Vec<ZoneConfig> = Vec::new();
     let mut seen: Vec<(String, Range<usize>)> = Vec::new();
@@ -857,10 +920,44 @@ fn validate(raw: RawConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         cache,
         events,
         limits,
+        control_socket,
+        metrics_listen,
         zones,
         key_positions,
         anchors,
     })
+}
+
+/// Longest path a unix socket address holds (`sun_path` is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+fn validate_control(c: RawControl, src: &Source<'_>) -> Result<Option<PathBuf>, ConfigError> {
+    let RawControl { socket } = c;
+    let Some(s) = socket else {
+        return Ok(None);
+    };
+    let path = s.get_ref();
+    if path.trim().is_empty() {
+        return Err(src.err(s.span(), "control.socket", "must not be empty"));
+    }
+    if path.len() > MAX_SOCKET_PATH {
+        return Err(src.err(
+            s.span(),
+            "control.socket",
+            format!(
+                "`{path}` is {} bytes; a unix socket path holds at most {MAX_SOCKET_PATH}",
+                path.len()
+            ),
+        ));
+    }
+    if path.ends_with('/') {
+        return Err(src.err(
+            s.span(),
+            "control.socket",
+            format!("`{path}` names a directory; give the socket's file name"),
+        ));
+    }
+    Ok(Some(PathBuf::from(path)))
 }
 
 fn validate_allow(
@@ -1284,6 +1381,19 @@ cache = false
                 "[[zone]]\nname = \"a\"\n[[zone]]\nname = \"b\"\ntimeout_ms = \"x\"\n",
                 "zone[1].timeout_ms: invalid type",
             ),
+            (
+                "[control]\nsocket = \"\"\n",
+                "test.toml:2:10: control.socket: must not be empty",
+            ),
+            (
+                "[control]\nsockett = \"/x\"\n",
+                "test.toml:2:1: control.sockett: unknown field",
+            ),
+            (
+                "[metrics]\nlisten = \"127.0.0.1\"\n",
+                "test.toml:2:10: metrics.listen: `127.0.0.1`",
+            ),
+            ("[metrics]\nport = 1\n", "metrics.port: unknown field"),
         ];
         for (text, want) in cases {
             let got = err(text);
@@ -1292,6 +1402,52 @@ cache = false
                 "for {text:?}\n got: {got}\nwant: {want}"
             );
         }
+    }
+
+    #[test]
+    fn control_and_metrics() {
+        let zone = "[[zone]]\nname = \".\"\n";
+        let c = parse(zone).unwrap();
+        assert_eq!(c.control_socket, None);
+        assert_eq!(c.metrics_listen, None);
+        let c = parse(&format!(
+            "[control]\nsocket = \"/run/splitdns/control.sock\"\n[metrics]\nlisten = \"127.0.0.1:9153\"\n{zone}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.control_socket,
+            Some(PathBuf::from("/run/splitdns/control.sock"))
+        );
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9153".parse().unwrap()));
+        let long = format!("[control]\nsocket = \"/{}\"\n", "x".repeat(120));
+        assert!(err(&long).contains("at most 107"), "{}", err(&long));
+    }
+
+    #[test]
+    fn control_socket_is_found_in_an_otherwise_broken_file() {
+        let dir = std::env::temp_dir().join(format!("splitdns-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.toml");
+        std::fs::write(
+            &p,
+            "[control]\nsocket = \"/run/x.sock\"\n[cache]\nbogus = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_control_socket(&p).unwrap(),
+            Some(PathBuf::from("/run/x.sock"))
+        );
+        std::fs::write(&p, "[control]\nsocket = \"\"\n").unwrap();
+        assert!(read_control_socket(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("control.socket"));
+        std::fs::write(&p, "not toml [\n").unwrap();
+        assert!(read_control_socket(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("c.toml:1:"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use hickory_proto::op::{Message, OpCode};
 use crate::cache::{self, Lookup};
 use crate::config::{DnssecMode, QUERY_DEADLINE};
 use crate::dnssec;
-use crate::event::{Attempt, CacheStatus, InlineName, Outcome, Proto, QueryEvent};
+use crate::event::{Attempt, CacheStatus, Outcome, Proto, QueryEvent};
 use crate::local;
 use crate::state::{Shared, Zone};
 use crate::upstream::{self, Join, Landed};
@@ -156,9 +156,9 @@ pub async fn resolve(
         }
     };
     let q = q.as_query();
-    ev.qname = Some(InlineName::new(q.qname()));
-    ev.qtype = Some(q.qtype);
+    ev.set_query(&q);
     let snap = shared.snapshot.load_full();
+    ev.generation = Some(snap.generation);
 
     if !snap.allowed(ev.client.ip()) {
         ev.error = Some("refused: client not allowed");
@@ -213,17 +213,19 @@ pub async fn resolve(
     let mut out = Vec::new();
     if use_cache {
         ev.cache = CacheStatus::Miss;
-        if let Lookup::Hit(_) = shared
+        if let Lookup::Hit(entry) = shared
             .cache
             .get(&key, q.question, received, false, &mut out)
         {
             ev.cache = CacheStatus::Hit;
+            ev.cache_entry = Some((entry.ttl, entry.age));
             wire::set_id(&mut out, q.id);
             return finish(out, ev, proto, q.udp_limit());
         }
     }
 
     let deadline = received + QUERY_DEADLINE;
+    ev.servers_file_version = zone.servers_file_version;
     if dnssec::validates(zone, &q) {
         let asked = dnssec::Asked {
             q: &q,
@@ -322,11 +324,13 @@ pub async fn resolve(
     // RFC 8914: say why, for clients that sent EDNS (the only ones with an OPT to carry it).
     let (code, why) = failure_ede(zone, attempts_of(ev, &landed));
     if use_cache && snap.cache.serve_stale {
-        if let Lookup::Stale(_) = shared
-            .cache
-            .get(&key, q.question, Instant::now(), true, &mut out)
+        if let Lookup::Stale(entry) =
+            shared
+                .cache
+                .get(&key, q.question, Instant::now(), true, &mut out)
         {
             ev.cache = CacheStatus::Stale;
+            ev.cache_entry = Some((entry.ttl, entry.age));
             wire::set_id(&mut out, q.id);
             if q.edns.is_some() {
                 wire::add_ede(&mut out, ede::STALE_ANSWER, &why);

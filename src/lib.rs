@@ -21,9 +21,11 @@
 //! - `server`: UDP receive loops with the cache-hit fast path.
 //! - `tcp`: the TCP front end, every client-held resource bounded (slowest shed first).
 //! - `diag`: diagnostics that cannot flood (rate-limited warnings with counts).
-//! - `event/`: one JSON event per query (the record, its JSON line, the writer thread).
+//! - `event/`: one JSON event per query (the record, its JSON line, the writer thread) and
+//!   the counters folded from the same records (`event::stats`).
 //! - `state`: the swappable snapshot and the shared state.
-//! - `reload`: SIGHUP and servers-file watching.
+//! - `reload`: SIGHUP, `control reload` and servers-file watching.
+//! - `ops/`: operating it while it runs: the control socket, `/metrics`, SIGUSR1 stats.
 //! - `app`: bind, run, drain.
 //! - `privs`: dropping root after binding.
 //! - `preflight`: what `check` verifies beyond the file (user, events file, servers files).
@@ -43,6 +45,7 @@ pub mod generate;
 pub mod hook;
 pub mod local;
 pub mod net;
+pub mod ops;
 pub mod preflight;
 pub mod privs;
 pub mod reload;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use splitdns::cli::{Cli, Command};
+use splitdns::cli::{Cli, Command, ControlCommand};
 use splitdns::config::Config;
 use splitdns::{app, generate, hook, preflight, privs, reload, state};
 
@@ -174,6 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
+        Command::Control { command } => control(&cli.config, command),
         Command::DhcpHook {
             output,
             resolv_conf,
@@ -238,6 +239,37 @@ fn servers_file_errors(config: &Config) -> anyhow::Result<()> {
             anyhow::bail!("{}:{line}: zone[{i}].servers_file: {m}", path.display());
         }
     }
+    Ok(())
+}
+
+/// `splitdns control …`: one request over the control socket; the answer's body goes to
+/// stdout, an error is one line (the caller exits 1).
+fn control(config_path: &std::path::Path, command: ControlCommand) -> anyhow::Result<()> {
+    use splitdns::ops::control::{self, ClientError, Command as Ctl};
+    let cmd = match command {
+        ControlCommand::Status => Ctl::Status,
+        ControlCommand::Stats { json } => Ctl::Stats(json),
+        ControlCommand::Reload => Ctl::Reload,
+        ControlCommand::Flush { target } => {
+            let line = match target.as_slice() {
+                [] => "flush".to_owned(),
+                [name] => format!("flush name {name}"),
+                [z, name] if z == "zone" => format!("flush zone {name}"),
+                _ => anyhow::bail!("usage: splitdns control flush [NAME | zone NAME]"),
+            };
+            Ctl::parse(&line).map_err(anyhow::Error::msg)?
+        }
+    };
+    let path = splitdns::config::read_control_socket(config_path)?
+        .ok_or_else(|| ClientError::NotConfigured(config_path.to_owned()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let body = rt.block_on(control::request(&path, &cmd))?;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(body.as_bytes());
+    let _ = out.flush();
     Ok(())
 }
 

@@ -162,6 +162,17 @@ pub struct FileState {
 }
 
 impl FileState {
+    /// Records each file's content in `versions` (bumping the version of any that changed).
+    pub fn observe(&self, versions: &crate::state::ServersFiles) {
+        let now = std::time::SystemTime::now();
+        for (p, c) in &self.contents {
+            let n = c
+                .as_deref()
+                .map_or(0, |b| dhcp::parse_bytes(b).servers.len());
+            versions.observe(p, c.as_deref(), n, now);
+        }
+    }
+
     /// The servers each file names.
     pub fn servers(&self) -> FileServers {
         self.contents
@@ -260,13 +271,15 @@ pub async fn settled(path: &std::path::Path) -> Option<std::io::Result<Option<Ve
 
 fn install(shared: &Arc<Shared>, config: Arc<Config>, files: &FileState, why: &str) {
     let generation = shared.snapshot.load().generation + 1;
-    let (snap, warnings) = Snapshot::build(
+    let (mut snap, warnings) = Snapshot::build(
         config,
         &files.servers(),
         &shared.listen,
         generation,
         &shared.upstreams,
     );
+    files.observe(&shared.servers_files);
+    shared.servers_files.stamp(&mut snap);
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -277,14 +290,56 @@ fn install(shared: &Arc<Shared>, config: Arc<Config>, files: &FileState, why: &s
     shared.install(snap);
 }
 
+/// A reload asked for by `splitdns control reload`: answered with a summary of what is now
+/// running, or the error that kept the previous config.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
+
+/// Re-reads the config file (keeping `--listen`) and every servers file, and swaps in the
+/// result. On a config error the running config is kept, its servers files re-read, and
+/// the error returned.
+fn reload_config(
+    shared: &Arc<Shared>,
+    config: &mut Arc<Config>,
+    files: &mut FileState,
+) -> Result<String, String> {
+    match Config::load(&config.path) {
+        Ok(mut new) => {
+            // `--listen` outlives reloads; the sockets cannot change anyway.
+            if config.listen_from_cli {
+                new.listen.clone_from(&config.listen);
+                new.listen_from_cli = true;
+            }
+            report_restart_only(config, &new);
+            *files = read_servers_files(&new);
+            *config = Arc::new(new);
+            install(shared, config.clone(), files, "reloaded config");
+            let snap = shared.snapshot.load();
+            Ok(format!(
+                "reloaded {}: generation {}, {} zone(s)",
+                config.path.display(),
+                snap.generation,
+                snap.zones.len()
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reload failed; still serving the previous config");
+            *files = read_servers_files(config);
+            install(shared, config.clone(), files, "re-read servers files");
+            Err(format!("{e}; still serving the previous config"))
+        }
+    }
+}
+
 /// Runs until `cancel`: watches servers files and handles SIGHUP (`hup`, installed by the
-/// caller before the sockets are announced, so an early SIGHUP is never fatal).
+/// caller before the sockets are announced, so an early SIGHUP is never fatal) and reloads
+/// asked for over the control socket (`requests`).
 pub async fn watch(
     shared: Arc<Shared>,
     mut config: Arc<Config>,
     mut files: FileState,
     cancel: CancellationToken,
     mut hup: Option<tokio::signal::unix::Signal>,
+    mut requests: tokio::sync::mpsc::Receiver<ReloadRequest>,
 ) {
     let mut watch_reported = None;
     let mut watch = DirWatch::new(&config, &mut watch_reported);
@@ -307,28 +362,27 @@ pub async fn watch(
                 None => std::future::pending().await,
             }
         };
+        let asked = async {
+            match requests.recv().await {
+                Some(r) => r,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
+            reply = asked => {
+                tracing::info!(file = %config.path.display(), "control: reloading");
+                let result = reload_config(&shared, &mut config, &mut files);
+                let _ = reply.send(result);
+                if watch.as_ref().map(|w| &w.dirs) != Some(&watched_dirs(&config)) {
+                    watch = DirWatch::new(&config, &mut watch_reported);
+                }
+                tick = tokio::time::interval(if watch.is_some() { WATCHED_POLL_INTERVAL } else { POLL_INTERVAL });
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
             _ = hangup => {
                 tracing::info!(file = %config.path.display(), "SIGHUP: reloading");
-                match Config::load(&config.path) {
-                    Ok(mut new) => {
-                        // `--listen` outlives reloads; the sockets cannot change anyway.
-                        if config.listen_from_cli {
-                            new.listen.clone_from(&config.listen);
-                            new.listen_from_cli = true;
-                        }
-                        report_restart_only(&config, &new);
-                        files = read_servers_files(&new);
-                        config = Arc::new(new);
-                        install(&shared, config.clone(), &files, "reloaded config");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reload failed; still serving the previous config");
-                        files = read_servers_files(&config);
-                        install(&shared, config.clone(), &files, "re-read servers files");
-                    }
-                }
+                let _ = reload_config(&shared, &mut config, &mut files);
                 // The servers files may live elsewhere now.
                 if watch.as_ref().map(|w| &w.dirs) != Some(&watched_dirs(&config)) {
                     watch = DirWatch::new(&config, &mut watch_reported);

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::Lookup;
 use crate::config::Limits;
-use crate::event::{CacheStatus, InlineName, Proto, QueryEvent};
+use crate::event::{CacheStatus, Proto, QueryEvent};
 use crate::forward;
 use crate::state::Shared;
 use crate::wire::{self, rcode};
@@ -63,9 +63,7 @@ pub async fn udp_loop(
             let mut ev = QueryEvent::new(SystemTime::now(), src, Proto::Udp);
             ev.error = Some("overload: dropped");
             if let Ok(q) = wire::parse_query(pkt) {
-                ev.qname = Some(InlineName::new(q.qname()));
-                ev.qtype = Some(q.qtype);
-                ev.id = Some(q.id);
+                ev.set_query(&q);
                 if shared.snapshot.load().allowed(src.ip()) {
                     let reply = wire::error_reply(
                         q.id,
@@ -117,11 +115,15 @@ async fn try_fast_hit(
     let Ok(q) = wire::parse_query(pkt) else {
         return false;
     };
-    if !shared.snapshot.load().allowed(src.ip()) {
-        return false;
-    }
+    let generation = {
+        let snap = shared.snapshot.load();
+        if !snap.allowed(src.ip()) {
+            return false;
+        }
+        snap.generation
+    };
     wire::cache_key(&q, key);
-    let Lookup::Hit(zone) = shared.cache.get(key, q.question, received, false, out) else {
+    let Lookup::Hit(entry) = shared.cache.get(key, q.question, received, false, out) else {
         return false;
     };
     if out.len() > q.udp_limit() {
@@ -130,10 +132,10 @@ async fn try_fast_hit(
     wire::set_id(out, q.id);
     let sent = sock.send_to(out, src).await;
     let mut ev = QueryEvent::new(SystemTime::now(), src, Proto::Udp);
-    ev.id = Some(q.id);
-    ev.qname = Some(InlineName::new(q.qname()));
-    ev.qtype = Some(q.qtype);
-    ev.zone = Some(zone);
+    ev.set_query(&q);
+    ev.generation = Some(generation);
+    ev.cache_entry = Some((entry.ttl, entry.age));
+    ev.zone = Some(entry.zone);
     ev.cache = CacheStatus::Hit;
     ev.set_reply(out);
     if sent.is_err() {

@@ -3,11 +3,11 @@
 //! swapped whole on reload. `Shared` holds it beside the long-lived mutable parts: the
 //! cache, the upstream servers' state, loop verdicts and the event sink.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
@@ -41,6 +41,8 @@ pub struct Zone {
     pub cache: bool,
     /// Validate this zone's answers.
     pub dnssec: DnssecMode,
+    /// Version of `servers_file` this snapshot was built from (see [`ServersFiles`]).
+    pub servers_file_version: Option<u64>,
 }
 
 impl Zone {
@@ -139,6 +141,7 @@ impl Snapshot {
                 failover_rcodes: zc.failover_rcodes.clone(),
                 cache: zc.cache,
                 dnssec: zc.dnssec,
+                servers_file_version: None,
             });
         }
         // Socket policy per server: shared only if every zone that uses it allows sharing
@@ -182,6 +185,89 @@ impl Snapshot {
     }
 }
 
+/// What is known about one servers file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// 1 when first read, +1 each time its content (or its presence) changed.
+    pub version: u64,
+    /// When that change was seen.
+    pub changed: SystemTime,
+    /// The file existed and was readable.
+    pub present: bool,
+    /// Servers it names.
+    pub servers: usize,
+    digest: u64,
+}
+
+/// Versions of the servers files, counted across reloads: what `control status` shows and
+/// what each query's event names (`splitdns.servers_file_version`).
+#[derive(Debug, Default)]
+pub struct ServersFiles {
+    files: Mutex<BTreeMap<PathBuf, FileInfo>>,
+}
+
+impl ServersFiles {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, FileInfo>> {
+        match self.files.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Notes the content just read from `path` (None: missing or unreadable) and returns
+    /// its version.
+    pub fn observe(
+        &self,
+        path: &Path,
+        bytes: Option<&[u8]>,
+        servers: usize,
+        now: SystemTime,
+    ) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let digest = bytes.map_or(0, |b| {
+            let mut h = rustc_hash::FxBuildHasher.build_hasher();
+            h.write(b);
+            h.finish() | 1
+        });
+        let mut files = self.lock();
+        let info = files.entry(path.to_owned()).or_insert(FileInfo {
+            version: 0,
+            changed: now,
+            present: false,
+            servers: 0,
+            digest: u64::MAX,
+        });
+        if info.digest != digest {
+            info.version += 1;
+            info.changed = now;
+            info.digest = digest;
+        }
+        info.present = bytes.is_some();
+        info.servers = servers;
+        info.version
+    }
+
+    /// Every file seen, by path.
+    pub fn list(&self) -> Vec<(PathBuf, FileInfo)> {
+        self.lock()
+            .iter()
+            .map(|(p, i)| (p.clone(), i.clone()))
+            .collect()
+    }
+
+    /// Sets each zone's `servers_file_version` from what was observed.
+    pub fn stamp(&self, snap: &mut Snapshot) {
+        let files = self.lock();
+        for z in &mut snap.zones {
+            z.servers_file_version = z
+                .servers_file
+                .as_ref()
+                .and_then(|p| files.get(p))
+                .map(|i| i.version);
+        }
+    }
+}
+
 /// State shared by every thread for the life of the process.
 pub struct Shared {
     /// The current snapshot; replaced whole on reload.
@@ -190,6 +276,8 @@ pub struct Shared {
     pub cache: Cache,
     /// Every upstream server's long-lived state (health), kept across reloads.
     pub upstreams: Registry,
+    /// Versions of the servers files.
+    pub servers_files: ServersFiles,
     /// Forwarding-loop probes and verdicts.
     pub loops: Loops,
     /// Upstream exchanges in flight, shared by identical questions.
@@ -291,6 +379,7 @@ mod tests {
             snapshot: ArcSwap::from_pointee(snap),
             cache: Cache::new(100, false),
             upstreams,
+            servers_files: ServersFiles::default(),
             loops: Loops::default(),
             inflight: Inflight::new(crate::upstream::MAX_FOLLOWERS),
             events: EventSink::off(),
@@ -326,6 +415,44 @@ mod tests {
             &shared.upstreams,
         );
         shared.install(snap);
+    }
+
+    #[test]
+    fn servers_file_versions_count_changes() {
+        let f = ServersFiles::default();
+        let p = Path::new("/run/x/up.conf");
+        let t = SystemTime::UNIX_EPOCH;
+        assert_eq!(f.observe(p, None, 0, t), 1, "first sight, even if missing");
+        assert_eq!(f.observe(p, None, 0, t), 1);
+        assert_eq!(f.observe(p, Some(b"nameserver 10.0.0.1\n"), 1, t), 2);
+        assert_eq!(
+            f.observe(p, Some(b"nameserver 10.0.0.1\n"), 1, t),
+            2,
+            "same bytes"
+        );
+        assert_eq!(
+            f.observe(p, Some(b""), 0, t),
+            3,
+            "empty differs from missing"
+        );
+        assert_eq!(f.observe(p, None, 0, t), 4);
+        let cfg = Arc::new(
+            Config::from_toml_str(
+                "[[zone]]\nname = \".\"\nservers_file = \"/run/x/up.conf\"\n[[zone]]\nname = \"a\"\nservers = [\"10.0.0.2\"]\n",
+                Path::new("t.toml"),
+            )
+            .unwrap(),
+        );
+        let (mut snap, _) = Snapshot::build(
+            cfg.clone(),
+            &FileServers::new(),
+            &cfg.listen,
+            1,
+            &Registry::default(),
+        );
+        f.stamp(&mut snap);
+        assert_eq!(snap.zones[0].servers_file_version, Some(4));
+        assert_eq!(snap.zones[1].servers_file_version, None);
     }
 
     #[test]

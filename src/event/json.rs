@@ -5,9 +5,10 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{QueryEvent, TlsConn, SCHEMA_VERSION};
+use super::{CacheStatus, QueryEvent, TlsConn, SCHEMA_VERSION};
 
-fn rcode_name(code: u16) -> std::borrow::Cow<'static, str> {
+/// The rcode's mnemonic (`NOERROR`, `NXDOMAIN`, …, `BADVERS`), extended codes included.
+pub fn rcode_name(code: u16) -> std::borrow::Cow<'static, str> {
     match code {
         0 => "NOERROR".into(),
         1 => "FORMERR".into(),
@@ -214,10 +215,54 @@ fn push_tls(out: &mut Vec<u8>, t: TlsConn) {
     }
 }
 
-fn json_null_or<T>(out: &mut Vec<u8>, v: Option<T>, f: impl FnOnce(&mut Vec<u8>, T)) {
-    match v {
-        Some(v) => f(out, v),
-        None => out.extend_from_slice(b"null"),
+/// ECS version the field names follow.
+pub const ECS_VERSION: &str = "8.11.0";
+
+/// `dns.header_flags` of the reply: the flags ECS lists (AA, TC, RD, RA, AD, CD, DO).
+fn push_header_flags(out: &mut Vec<u8>, flags: u16, dnssec_ok: bool) {
+    const BITS: [(u16, &[u8]); 6] = [
+        (0x0400, b"AA"),
+        (0x0200, b"TC"),
+        (0x0100, b"RD"),
+        (0x0080, b"RA"),
+        (0x0020, b"AD"),
+        (0x0010, b"CD"),
+    ];
+    out.push(b'[');
+    let mut first = true;
+    let mut put = |out: &mut Vec<u8>, name: &[u8]| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.push(b'"');
+        out.extend_from_slice(name);
+        out.push(b'"');
+    };
+    for (bit, name) in BITS {
+        if flags & bit != 0 {
+            put(out, name);
+        }
+    }
+    if dnssec_ok {
+        put(out, b"DO");
+    }
+    out.push(b']');
+}
+
+fn push_ip(out: &mut Vec<u8>, a: SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => {
+            for (i, o) in v4.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(*o));
+            }
+        }
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "{}", v6.ip());
+        }
     }
 }
 
@@ -231,28 +276,92 @@ impl QueryEvent {
     pub(super) fn write_json_with(&self, out: &mut Vec<u8>, time: &mut TimeCache) {
         out.extend_from_slice(b"{\"@timestamp\":\"");
         time.write(out, self.timestamp);
-        out.extend_from_slice(b"\",\"v\":");
-        push_u64(out, u64::from(SCHEMA_VERSION));
-        out.extend_from_slice(b",\"client\":\"");
-        push_addr(out, self.client);
-        out.extend_from_slice(b"\",\"proto\":\"");
-        out.extend_from_slice(self.proto.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"id\":");
-        json_null_or(out, self.id, |o, id| push_u64(o, u64::from(id)));
-        out.extend_from_slice(b",\"qname\":");
-        json_null_or(out, self.qname.as_ref(), |o, n| json_name(o, n.as_wire()));
-        out.extend_from_slice(b",\"qtype\":");
-        json_null_or(out, self.qtype, |o, t| json_str(o, &qtype_name(t)));
-        out.extend_from_slice(b",\"zone\":");
-        json_null_or(out, self.zone.as_deref(), json_str);
-        out.extend_from_slice(b",\"cache\":\"");
-        out.extend_from_slice(self.cache.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"upstream\":");
-        json_null_or(out, self.upstream, |o, u| {
-            o.push(b'"');
-            push_addr(o, u);
-            o.push(b'"');
+        out.extend_from_slice(b"\",\"ecs\":{\"version\":\"");
+        out.extend_from_slice(ECS_VERSION.as_bytes());
+        out.extend_from_slice(b"\"},\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\"type\":[\"protocol\"],\"dataset\":\"splitdns.query\",\"outcome\":\"");
+        out.extend_from_slice(if self.error.is_some() {
+            b"failure" as &[u8]
+        } else {
+            b"success"
         });
+        out.extend_from_slice(b"\",\"duration\":");
+        push_u64(
+            out,
+            u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX),
+        );
+        out.extend_from_slice(b"},\"client\":{\"ip\":\"");
+        push_ip(out, self.client);
+        out.extend_from_slice(b"\",\"port\":");
+        push_u64(out, u64::from(self.client.port()));
+        out.extend_from_slice(b"},\"network\":{\"transport\":\"");
+        out.extend_from_slice(self.proto.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"protocol\":\"dns\"},\"dns\":{\"type\":\"");
+        out.extend_from_slice(if self.rcode.is_some() {
+            b"answer" as &[u8]
+        } else {
+            b"query"
+        });
+        out.push(b'"');
+        if let Some(id) = self.id {
+            out.extend_from_slice(b",\"id\":");
+            push_u64(out, u64::from(id));
+        }
+        if let (Some(n), Some(t)) = (&self.qname, self.qtype) {
+            out.extend_from_slice(b",\"question\":{\"name\":");
+            json_name(out, n.as_wire());
+            out.extend_from_slice(b",\"type\":");
+            json_str(out, &qtype_name(t));
+            out.push(b'}');
+        }
+        if let Some(r) = self.rcode {
+            out.extend_from_slice(b",\"response_code\":");
+            json_str(out, &rcode_name(r));
+            out.extend_from_slice(b",\"header_flags\":");
+            push_header_flags(out, self.flags, self.dnssec_ok);
+        }
+        out.push(b'}');
+        if let Some(e) = self.error {
+            out.extend_from_slice(b",\"error\":{\"message\":");
+            json_str(out, e);
+            out.push(b'}');
+        }
+        self.write_splitdns(out);
+        out.push(b'}');
+    }
+
+    /// The `splitdns` object: everything without an ECS name.
+    fn write_splitdns(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b",\"splitdns\":{\"schema_version\":");
+        push_u64(out, u64::from(SCHEMA_VERSION));
+        if let Some(g) = self.generation {
+            out.extend_from_slice(b",\"generation\":");
+            push_u64(out, g);
+        }
+        if let Some(z) = self.zone.as_deref() {
+            out.extend_from_slice(b",\"zone\":");
+            json_str(out, z);
+        }
+        out.extend_from_slice(b",\"cache\":{\"status\":\"");
+        out.extend_from_slice(self.cache.as_str().as_bytes());
+        out.push(b'"');
+        if let (Some((ttl, age)), CacheStatus::Hit | CacheStatus::Stale) =
+            (self.cache_entry, self.cache)
+        {
+            out.extend_from_slice(b",\"ttl\":");
+            push_u64(out, u64::from(ttl));
+            out.extend_from_slice(b",\"age\":");
+            push_u64(out, u64::from(age));
+        }
+        out.push(b'}');
+        if let Some(u) = self.upstream {
+            out.extend_from_slice(b",\"upstream\":\"");
+            push_addr(out, u);
+            out.push(b'"');
+        }
+        if let Some(v) = self.servers_file_version {
+            out.extend_from_slice(b",\"servers_file_version\":");
+            push_u64(out, v);
+        }
         out.extend_from_slice(b",\"attempts\":[");
         for (i, a) in self.attempts.iter().enumerate() {
             if i > 0 {
@@ -260,46 +369,39 @@ impl QueryEvent {
             }
             out.extend_from_slice(b"{\"server\":\"");
             push_addr(out, a.server);
-            out.extend_from_slice(b"\",\"proto\":\"");
+            out.extend_from_slice(b"\",\"transport\":\"");
             out.extend_from_slice(a.proto.as_str().as_bytes());
             out.extend_from_slice(b"\",\"outcome\":\"");
             out.extend_from_slice(a.outcome.as_str().as_bytes());
-            out.extend_from_slice(b"\",\"ms\":");
+            out.extend_from_slice(b"\",\"duration_ms\":");
             json_ms(out, a.elapsed);
             if let Some(t) = a.tls {
                 push_tls(out, t);
             }
             out.push(b'}');
         }
-        out.extend_from_slice(b"],\"rcode\":");
-        json_null_or(out, self.rcode, |o, r| json_str(o, &rcode_name(r)));
-        out.extend_from_slice(b",\"answers\":");
+        out.extend_from_slice(b"],\"answers\":");
         push_u64(out, u64::from(self.answers));
-        out.extend_from_slice(if self.tc {
-            b",\"tc\":true" as &[u8]
-        } else {
-            b",\"tc\":false"
-        });
         out.extend_from_slice(b",\"size\":");
         push_u64(out, self.size as u64);
-        out.extend_from_slice(b",\"duration_ms\":");
-        json_ms(out, self.duration);
-        out.extend_from_slice(b",\"error\":");
-        json_null_or(out, self.error, json_str);
-        out.extend_from_slice(b",\"dnssec\":");
-        json_null_or(out, self.dnssec.as_deref(), |o, d| {
-            o.extend_from_slice(b"{\"outcome\":\"");
-            o.extend_from_slice(d.outcome.as_str().as_bytes());
-            o.extend_from_slice(b"\",\"ede\":");
-            json_null_or(o, d.ede, |o, c| push_u64(o, u64::from(c)));
-            o.extend_from_slice(b",\"reason\":");
-            json_null_or(o, d.reason.as_deref(), json_str);
-            o.extend_from_slice(b",\"chain_lookups\":");
-            push_u64(o, u64::from(d.chain_lookups));
-            o.extend_from_slice(b",\"chain_upstream\":");
-            push_u64(o, u64::from(d.chain_upstream));
-            o.push(b'}');
-        });
+        if let Some(d) = self.dnssec.as_deref() {
+            out.extend_from_slice(b",\"dnssec\":{\"outcome\":\"");
+            out.extend_from_slice(d.outcome.as_str().as_bytes());
+            out.push(b'"');
+            if let Some(c) = d.ede {
+                out.extend_from_slice(b",\"ede\":");
+                push_u64(out, u64::from(c));
+            }
+            if let Some(r) = d.reason.as_deref() {
+                out.extend_from_slice(b",\"reason\":");
+                json_str(out, r);
+            }
+            out.extend_from_slice(b",\"chain_lookups\":");
+            push_u64(out, u64::from(d.chain_lookups));
+            out.extend_from_slice(b",\"chain_upstream\":");
+            push_u64(out, u64::from(d.chain_upstream));
+            out.push(b'}');
+        }
         out.push(b'}');
     }
 }
@@ -319,11 +421,18 @@ mod tests {
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
     }
 
+    fn parse(ev: &QueryEvent) -> serde_json::Value {
+        let mut out = Vec::new();
+        ev.write_json(&mut out);
+        serde_json::from_slice(&out).unwrap()
+    }
+
     #[test]
     fn json_shape() {
         let mut ev = QueryEvent::new(UNIX_EPOCH, "127.0.0.1:5000".parse().unwrap(), Proto::Udp);
         ev.qname = Some(InlineName::new(b"\x03Web\x07service\x06consul\x00"));
         ev.qtype = Some(33);
+        ev.id = Some(7);
         ev.zone = Some(Arc::from("consul"));
         ev.attempts.push(Attempt {
             server: "127.0.0.1:8600".parse().unwrap(),
@@ -332,31 +441,66 @@ mod tests {
             elapsed: Duration::from_micros(1500),
             tls: None,
         });
-        ev.rcode = Some(3);
-        let mut out = Vec::new();
-        ev.write_json(&mut out);
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["qname"], "Web.service.consul.");
-        assert_eq!(v["qtype"], "SRV");
-        assert_eq!(v["rcode"], "NXDOMAIN");
-        assert_eq!(v["attempts"][0]["outcome"], "timeout");
+        ev.set_reply(&[0, 7, 0x81, 0x83, 0, 1, 0, 0, 0, 0, 0, 0]);
+        ev.dnssec_ok = true;
+        ev.duration = Duration::from_micros(2500);
+        ev.generation = Some(4);
+        let v = parse(&ev);
+        assert_eq!(v["dns"]["question"]["name"], "Web.service.consul.");
+        assert_eq!(v["dns"]["question"]["type"], "SRV");
+        assert_eq!(v["dns"]["response_code"], "NXDOMAIN");
+        assert_eq!(v["dns"]["id"], 7);
+        assert_eq!(v["dns"]["type"], "answer");
+        assert_eq!(
+            v["dns"]["header_flags"],
+            serde_json::json!(["RD", "RA", "DO"])
+        );
+        assert_eq!(
+            v["client"],
+            serde_json::json!({"ip": "127.0.0.1", "port": 5000})
+        );
+        assert_eq!(v["network"]["transport"], "udp");
+        assert_eq!(v["event"]["duration"], 2_500_000);
+        assert_eq!(v["event"]["outcome"], "success");
+        let sd = &v["splitdns"];
+        assert_eq!(sd["attempts"][0]["outcome"], "timeout");
+        assert_eq!(sd["attempts"][0]["duration_ms"], 1.5);
         assert!(
-            v["attempts"][0].get("tls").is_none(),
+            sd["attempts"][0].get("tls").is_none(),
             "tls only on tls attempts"
         );
-        assert_eq!(v["attempts"][0]["ms"], 1.5);
-        assert_eq!(v["cache"], "off");
-        assert_eq!(v["upstream"], serde_json::Value::Null);
-        assert_eq!(v["v"], 1);
+        assert_eq!(sd["cache"], serde_json::json!({"status": "off"}));
+        assert_eq!(sd["schema_version"], 2);
+        assert_eq!(sd["generation"], 4);
+        assert!(sd.get("upstream").is_none(), "absent, not null");
+        assert!(v.get("error").is_none());
         assert_eq!(qtype_name(65280), "TYPE65280");
-        assert_eq!(v["duration_ms"], 0.0);
+
         ev.qname = Some(InlineName::new(b"\x04a\"\\\x01\x00"));
         ev.error = Some("x");
-        out.clear();
-        ev.write_json(&mut out);
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["qname"], "a\\034\\092\\001.");
-        assert_eq!(v["error"], "x");
+        ev.cache = CacheStatus::Hit;
+        ev.cache_entry = Some((30, 12));
+        ev.client = "[::1]:53".parse().unwrap();
+        let v = parse(&ev);
+        assert_eq!(v["dns"]["question"]["name"], "a\\034\\092\\001.");
+        assert_eq!(v["error"], serde_json::json!({"message": "x"}));
+        assert_eq!(v["event"]["outcome"], "failure");
+        assert_eq!(
+            v["splitdns"]["cache"],
+            serde_json::json!({"status": "hit", "ttl": 30, "age": 12})
+        );
+        assert_eq!(v["client"]["ip"], "::1");
+    }
+
+    #[test]
+    fn nothing_known_still_has_the_objects() {
+        let ev = QueryEvent::new(UNIX_EPOCH, "10.0.0.1:1".parse().unwrap(), Proto::Tcp);
+        let v = parse(&ev);
+        for set in ["ecs", "event", "client", "network", "dns", "splitdns"] {
+            assert!(v[set].is_object(), "{set}: {v}");
+        }
+        assert_eq!(v["dns"], serde_json::json!({"type": "query"}));
+        assert_eq!(v["splitdns"]["attempts"], serde_json::json!([]));
     }
 
     #[test]
@@ -380,11 +524,9 @@ mod tests {
             resumed: false,
         })));
         ev.attempts.push(tls(None));
-        let mut out = Vec::new();
-        ev.write_json(&mut out);
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        let a = &v["attempts"];
-        assert_eq!(a[0]["proto"], "tls");
+        let v = parse(&ev);
+        let a = &v["splitdns"]["attempts"];
+        assert_eq!(a[0]["transport"], "tls");
         assert_eq!(
             a[0]["tls"],
             serde_json::json!({"connection": "new", "handshake_ms": 2.25, "resumed": true})

@@ -1,30 +1,38 @@
 //! One JSON event per query ("wide events"): everything cheap to know about a query's
 //! fate in one line, ready for Filebeat/Logstash/Elasticsearch as it is.
 //!
-//! # Wire format (schema version 1)
+//! # Wire format (schema version 2)
 //!
-//! One JSON object per line, with these fields, always present:
+//! One JSON object per line, nested, with Elastic Common Schema names where ECS has the
+//! field and everything splitdns-specific under `splitdns`. A value that does not apply is
+//! left out (never `null`), so every field keeps one JSON type in every event. The field
+//! list with meanings is in README.md ("Events"); in short:
 //!
-//! | field | type | meaning |
+//! | field | type | present |
 //! |---|---|---|
-//! | `@timestamp` | string | when the query arrived, RFC 3339 UTC with microseconds |
-//! | `v` | number | schema version, `1` |
-//! | `client` | string | client address and port |
-//! | `proto` | string | `udp` or `tcp` |
-//! | `id` | number or null | the client's message ID (null if the packet had no header) |
-//! | `qname` | string or null | question name as sent (case kept), `\DDD` escapes |
-//! | `qtype` | string or null | `A`, `AAAA`, `SRV`, ..., or `TYPE123` |
-//! | `zone` | string or null | the zone the query routed to |
-//! | `cache` | string | `hit`, `miss`, `stale`, `coalesced` (answered from an identical query already in flight upstream; no attempts of its own), or `off` (cache disabled or not consulted) |
-//! | `upstream` | string or null | the server whose answer was returned |
-//! | `attempts` | array | each upstream try in order: `{server, proto, outcome, ms}`; proto is `udp`, `tcp` or `tls`; outcome is `answer`, `timeout`, `servfail`, `refused`, `error`, `truncated`, `lost`, `noedns` or `loop`. A `tls` attempt that got a connection also has `tls`: `{"connection": "reused"}`, or `{"connection": "new", "handshake_ms": N, "resumed": BOOL}` when it waited for a new connection's TCP and TLS handshake |
-//! | `rcode` | string or null | rcode of the reply sent (`NOERROR`, `NXDOMAIN`, ...), null if none was sent |
-//! | `answers` | number | records in the answer section of the reply |
-//! | `tc` | bool | the reply was truncated (TC=1) |
-//! | `size` | number | bytes of the reply sent (0 if none) |
-//! | `duration_ms` | number | from receipt to reply, milliseconds with µs precision |
-//! | `error` | string or null | why the query was not answered normally (`malformed`, `formerr`, `notimp`, `badvers`, `refused: client not allowed`, `refused: no zone`, `all servers failed`, `overload: servfail`, `overload: dropped`, `send failed`, ...) |
-//! | `dnssec` | object or null | zones with `dnssec = "validate"`, client CD=0, answered after validation: `{outcome, ede, reason, chain_lookups, chain_upstream}`; outcome is `secure`, `insecure`, `bogus` or `indeterminate`; `ede` (number or null) and `reason` (string or null) say why a bogus/indeterminate answer failed; `chain_lookups` counts the DNSKEY/DS/NS lookups the chain needed and `chain_upstream` those that missed the cache. Null otherwise (including cache hits, which replay a reply validated earlier) |
+//! | `@timestamp` | string, RFC 3339 UTC, µs | always (when the query arrived) |
+//! | `ecs.version` | string | always |
+//! | `event.kind`, `event.dataset`, `event.outcome` | string | always (`event`, `splitdns.query`, `success` or `failure`) |
+//! | `event.category`, `event.type` | array of string | always (`["network"]`, `["protocol"]`) |
+//! | `event.duration` | integer, ns | always (receipt to reply) |
+//! | `client.ip` / `client.port` | string / integer | always |
+//! | `network.transport` / `network.protocol` | string | always (`udp`/`tcp`, `dns`) |
+//! | `dns.type` | string | always: `answer` if a reply was sent, else `query` |
+//! | `dns.id` | integer | the packet had a header |
+//! | `dns.question.name` / `.type` | string | the question could be read |
+//! | `dns.response_code` | string | a reply was sent |
+//! | `dns.header_flags` | array of string | a reply was sent (`AA TC RD RA AD CD DO`) |
+//! | `error.message` | string | the query was not answered normally |
+//! | `splitdns.schema_version` | integer | always, `2` |
+//! | `splitdns.generation` | integer | the query reached routing: the snapshot used |
+//! | `splitdns.zone` | string | the query routed to a zone |
+//! | `splitdns.cache.status` | string | always: `hit`, `miss`, `stale`, `coalesced` (answered from an identical query already in flight upstream; no attempts of its own), `off` |
+//! | `splitdns.cache.ttl` / `.age` | integer, s | hits and stale answers: the entry's remaining lifetime and age |
+//! | `splitdns.upstream` | string | the server whose answer was returned |
+//! | `splitdns.servers_file_version` | integer | servers were asked in a zone with a `servers_file` |
+//! | `splitdns.attempts` | array of `{server, transport, outcome, duration_ms}` | always (maybe empty); transport `udp`, `tcp` or `tls`; a `tls` attempt that got a connection also has `tls`: `{connection: "reused"}` or `{connection: "new", handshake_ms, resumed}` |
+//! | `splitdns.answers` / `splitdns.size` | integer | always: answer records, reply bytes (0 if none) |
+//! | `splitdns.dnssec` | object | validated queries (zone `dnssec = "validate"`, CD=0, not a cache hit): `outcome` (`secure`, `insecure`, `bogus`, `indeterminate`), `ede` and `reason` (bogus/indeterminate), `chain_lookups`, `chain_upstream` |
 //!
 //! Writing never blocks answering: events go through a bounded channel to a writer
 //! thread; when it is full the event is dropped and counted, and the count is logged.
@@ -32,7 +40,8 @@
 //! # Layout
 //! - this file: the per-query record (`QueryEvent`) and its parts, built on the answer path;
 //! - `json`: the JSON line (pure formatting, allocation-free on the writer thread);
-//! - `sink`: the bounded channel and the writer thread (the only I/O here).
+//! - `sink`: the bounded channel and the writer thread (the only I/O here);
+//! - `stats`: counters folded from the same records as they are emitted.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,12 +49,13 @@ use std::time::{Duration, SystemTime};
 
 mod json;
 mod sink;
+pub mod stats;
 
-pub use json::rfc3339;
+pub use json::{rcode_name, rfc3339, ECS_VERSION};
 pub use sink::{EventSink, EventWriter};
 
-/// Schema version written as `v`.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Schema version written as `splitdns.schema_version`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Transport of a query or an upstream attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +96,8 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    fn as_str(self) -> &'static str {
+    /// The string used in events.
+    pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
             CacheStatus::Miss => "miss",
@@ -223,10 +234,20 @@ pub struct QueryEvent {
     pub attempts: Vec<Attempt>,
     /// Rcode sent (None if no reply was sent).
     pub rcode: Option<u16>,
+    /// Header flag bits (bytes 2–3) of the reply sent.
+    pub flags: u16,
+    /// The client set DO (RFC 3225); the reply's OPT echoes it.
+    pub dnssec_ok: bool,
     /// Answer records in the reply.
     pub answers: u16,
     /// TC in the reply.
     pub tc: bool,
+    /// For cache hits and stale answers: the entry's remaining lifetime and age, seconds.
+    pub cache_entry: Option<(u32, u32)>,
+    /// The snapshot generation the query was answered under.
+    pub generation: Option<u64>,
+    /// Version of the zone's servers file when its servers were asked.
+    pub servers_file_version: Option<u64>,
     /// Reply size in bytes.
     pub size: usize,
     /// Receipt to reply.
@@ -293,8 +314,13 @@ impl QueryEvent {
             upstream: None,
             attempts: Vec::new(),
             rcode: None,
+            flags: 0,
+            dnssec_ok: false,
             answers: 0,
             tc: false,
+            cache_entry: None,
+            generation: None,
+            servers_file_version: None,
             size: 0,
             duration: Duration::ZERO,
             error: None,
@@ -308,9 +334,18 @@ impl QueryEvent {
         self.size = msg.len();
         if let Some(h) = msg.get(..12) {
             self.rcode = Some(u16::from(h[3] & 0x0f));
+            self.flags = u16::from_be_bytes([h[2], h[3]]);
             self.tc = h[2] & 0x02 != 0;
             self.answers = u16::from_be_bytes([h[6], h[7]]);
         }
+    }
+
+    /// Records the parsed question: ID, name, type and the client's DO bit.
+    pub fn set_query(&mut self, q: &crate::wire::Query<'_>) {
+        self.id = Some(q.id);
+        self.qname = Some(InlineName::new(q.qname()));
+        self.qtype = Some(q.qtype);
+        self.dnssec_ok = q.edns.is_some_and(|e| e.dnssec_ok);
     }
 
     /// Like `set_reply`, plus the extended rcode bits from the OPT record.

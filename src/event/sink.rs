@@ -53,6 +53,10 @@ impl Out {
 pub struct EventSink {
     tx: Option<SyncSender<Msg>>,
     dropped: Arc<AtomicU64>,
+    /// Events whose lines reached the output.
+    written: Arc<AtomicU64>,
+    /// Counters folded from every event emitted, written or not.
+    stats: Arc<super::stats::Stats>,
 }
 
 /// The writer thread, stopped (boundedly) on shutdown.
@@ -69,6 +73,8 @@ impl EventSink {
         EventSink {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
+            written: Arc::new(AtomicU64::new(0)),
+            stats: Arc::new(super::stats::Stats::new()),
         }
     }
 
@@ -102,17 +108,21 @@ impl EventSink {
         let dropped = Arc::new(AtomicU64::new(0));
         let (d2, stopping) = (dropped.clone(), Arc::new(AtomicBool::new(false)));
         let s2 = stopping.clone();
+        let written = Arc::new(AtomicU64::new(0));
+        let w2 = written.clone();
         let (done_tx, done) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("splitdns-events".into())
             .spawn(move || {
-                Writer::new(out, s2).run(rx, &d2);
+                Writer::new(out, s2, w2).run(rx, &d2);
                 let _ = done_tx.send(());
             })?;
         Ok((
             EventSink {
                 tx: Some(tx.clone()),
                 dropped,
+                written,
+                stats: Arc::new(super::stats::Stats::new()),
             },
             EventWriter {
                 tx: Some(tx),
@@ -125,7 +135,10 @@ impl EventSink {
 
     /// Hands an event to the writer without blocking; drops and counts it if the writer
     /// is behind.
+    /// The event is counted in [`EventSink::stats`] first, so counters and events come from
+    /// the same record.
     pub fn emit(&self, ev: QueryEvent) {
+        self.stats.record(&ev);
         if let Some(tx) = &self.tx {
             match tx.try_send(Msg::Event(ev)) {
                 Ok(()) => {}
@@ -134,6 +147,16 @@ impl EventSink {
                 }
             }
         }
+    }
+
+    /// Events whose lines reached the output so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// The counters of every event emitted.
+    pub fn stats(&self) -> &Arc<super::stats::Stats> {
+        &self.stats
     }
 
     /// Events dropped so far.
@@ -191,11 +214,14 @@ struct Writer {
     /// Set once stopping was seen: when waiting for the output ends.
     deadline: Option<std::time::Instant>,
     time: TimeCache,
+    /// `written`, for readers outside the thread.
+    shared_written: Arc<AtomicU64>,
 }
 
 impl Writer {
-    fn new(out: Out, stopping: Arc<AtomicBool>) -> Writer {
+    fn new(out: Out, stopping: Arc<AtomicBool>, shared_written: Arc<AtomicU64>) -> Writer {
         Writer {
+            shared_written,
             out,
             buf: Vec::with_capacity(BUFFER),
             pending: 0,
@@ -248,6 +274,8 @@ impl Writer {
         }
         if done == self.buf.len() {
             self.written += self.pending;
+            self.shared_written
+                .fetch_add(self.pending, Ordering::Relaxed);
         } else {
             self.lost += self.pending;
         }

@@ -169,6 +169,11 @@ impl Health {
         self.with(|h| h.failures)
     }
 
+    /// End of the current back-off window, `None` when healthy (for status).
+    pub fn down_until(&self) -> Option<Instant> {
+        self.with(|h| h.down_until)
+    }
+
     /// How much EDNS to ask the server with now.
     pub fn edns_level(&self, now: Instant) -> EdnsLevel {
         let until = self.edns_less_until.load(Ordering::Relaxed);

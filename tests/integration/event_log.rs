@@ -32,7 +32,7 @@ fn assert_timestamp(ts: &str) {
 
 fn assert_common(e: &Event, proto: &str) {
     assert_timestamp(&e.timestamp);
-    assert_eq!(e.v, 1, "schema version");
+    assert_eq!(e.v, 2, "schema version");
     assert!(
         e.client.starts_with("127.0.0.1:"),
         "client address and port: {:?}",

@@ -9,7 +9,8 @@
 //! - `client`: a small DNS client (UDP and TCP from 127.0.0.1, bounded timeouts).
 //! - `daemon`: splitdns in-process (`app::bind` + `app::run` with a oneshot shutdown), temp
 //!   directories, config snippets, and `bounded` (a runtime with a time limit per test).
-//! - `events`: the event schema v1 (`deny_unknown_fields`) and reading the events file.
+//! - `events`: the event schema v2 (`deny_unknown_fields`, ECS objects, no nulls) and reading
+//!   the events file.
 //! - `lab`: the DNSSEC lab (tests/dnssec-lab/build.sh: a private signed hierarchy) served
 //!   by a real nsd on a kernel-chosen loopback port, killed by PID on drop.
 //! - `rng`: a seeded xorshift generator for the randomized tests.
@@ -49,6 +50,8 @@
 //! - `coalesce`: issue 12, identical questions in flight share one upstream exchange.
 //! - `dnssec`: issue 8: validation against the lab (secure, insecure, bogus with EDE, CD,
 //!   DO stripping, NSEC/NSEC3 denial, wildcard, CNAME, cache, off zones, anchors).
+//! - `ops`: issue 9: the control socket, `/metrics` with promtool, counters against events,
+//!   SIGUSR1, the event schema v2 and the Elasticsearch template.
 //! - `cli`: the real binary end to end (`serve`, `check`, `route`, SIGHUP, SIGTERM).
 //! - `generate`: the man page (checked with groff) and shell completions (run in bash).
 
@@ -91,6 +94,7 @@ mod lifecycle;
 mod local;
 mod loops;
 mod notify;
+mod ops;
 mod order;
 mod privs;
 mod proxy;

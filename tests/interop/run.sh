@@ -475,7 +475,7 @@ set_dhcp_dns() {
 # last_attempts: the servers splitdns tried, in order, for the latest $WHO
 # query, from its query events (DESIGN.md "One event per query").
 last_attempts() {
-	grep -s '"qname":"whoami.test."' "$WORK/dhcp-events.jsonl" | tail -n1 |
+	grep -s '"question":{"name":"whoami.test."' "$WORK/dhcp-events.jsonl" | tail -n1 |
 		sed -n 's/.*"attempts":\[\([^]]*\)\].*/\1/p' | grep -o '"server":"[^"]*"' | cut -d'"' -f4 |
 		tr '\n' ' ' | sed 's/ $//'
 }
