@@ -14,7 +14,9 @@
 //! - `cache`: wire-format answer cache with TTL countdown and RFC 2308 negatives.
 //! - `upstream/`: the upstream servers (one `Server` per address and transport, kept across
 //!   reloads), one exchange per transport (UDP, TCP, DNS over TLS with pooled pipelined
-//!   connections), the in-order failover loop with back-off, loop detection.
+//!   connections; UDP on shared sockets for loopback and own-address servers, a fresh port
+//!   per query for the rest), the in-order failover loop with back-off, loop detection,
+//!   and identical questions in flight sharing one exchange.
 //! - `dnssec`: DNSSEC validation for `dnssec = "validate"` zones (trust anchors, hickory's
 //!   validator over our routing/cache/failover, verdict → AD / stripping / SERVFAIL+EDE).
 //! - `forward`: the per-query pipeline (parse, route, cache, upstream, reply).
