@@ -1,11 +1,12 @@
 //! Pure parts of validation: turning hickory's per-record proofs into one verdict with an
-//! Extended DNS Error (RFC 8914) that says why, and shaping the client's reply (AD bit,
-//! DNSSEC records only for DO clients, the bogus SERVFAIL). No I/O.
+//! Extended DNS Error (RFC 8914) that says why (including the NSEC wildcard-expansion proof
+//! hickory-net 0.26.3 rejects, checked here from the records it verified), and shaping the
+//! client's reply (AD bit, DNSSEC records only for DO clients, the bogus SERVFAIL). No I/O.
 
 use hickory_net::{DnsError, NetError};
-use hickory_proto::dnssec::rdata::{DNSSECRData, RRSIG};
+use hickory_proto::dnssec::rdata::{DNSSECRData, NSEC, RRSIG};
 use hickory_proto::dnssec::Proof;
-use hickory_proto::op::{DnsResponse, Message};
+use hickory_proto::op::{DnsResponse, Message, Query as HQuery, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::event::DnssecOutcome;
@@ -82,7 +83,10 @@ pub fn judge(result: &Result<DnsResponse, NetError>, net_failed: bool) -> Verdic
     let msg: &Message = match result {
         Ok(r) => r,
         Err(NetError::Dns(DnsError::Nsec {
-            proof, response, ..
+            query,
+            proof,
+            response,
+            ..
         })) => {
             return match proof {
                 Proof::Secure => Verdict::new(DnssecOutcome::Secure),
@@ -90,6 +94,15 @@ pub fn judge(result: &Result<DnsResponse, NetError>, net_failed: bool) -> Verdic
                 Proof::Indeterminate => Verdict::new(DnssecOutcome::Indeterminate),
                 Proof::Bogus if net_failed => unreachable_chain(),
                 Proof::Bogus => {
+                    // hickory-net 0.26.3 rejects every NSEC-signed wildcard expansion (its
+                    // verify_nsec looks for an NSEC *covering* the wildcard name, which
+                    // exists); prove it here from the records it already verified.
+                    if let Some(ttl_cap) = wildcard_answer_proven(query, response) {
+                        return Verdict {
+                            ttl_cap: Some(ttl_cap),
+                            ..Verdict::new(DnssecOutcome::Secure)
+                        };
+                    }
                     let has_denial = response
                         .authorities
                         .iter()
@@ -150,6 +163,146 @@ pub fn judge(result: &Result<DnsResponse, NetError>, net_failed: bool) -> Verdic
             ..Verdict::new(DnssecOutcome::Secure)
         }
     }
+}
+
+/// The names are the same (case-insensitive), whatever their FQDN flags.
+fn same_name(a: &Name, b: &Name) -> bool {
+    a.num_labels() == b.num_labels() && a.zone_of(b) && a.is_wildcard() == b.is_wildcard()
+}
+
+/// The longest name that is `a` or an ancestor of `a` and also `b` or an ancestor of `b`.
+fn common_ancestor(a: &Name, b: &Name) -> Name {
+    let mut n = a.clone();
+    // Bounded: each step drops a label, and the root is everyone's ancestor.
+    while !n.is_root() && !n.zone_of(b) {
+        n = n.base_name();
+    }
+    n
+}
+
+/// RFC 4034 §6.1 order (hickory's `Ord` on names): `nsec` proves `name` does not exist.
+fn nsec_covers(owner: &Name, nsec: &NSEC, name: &Name) -> bool {
+    let next = nsec.next_domain_name();
+    if owner >= name {
+        return false;
+    }
+    // The last NSEC of a zone wraps around to the apex.
+    name < next || (next <= owner && next.zone_of(name))
+}
+
+/// RFC 4035 §5.3.4 (and RFC 7129 §5.3) for a positive answer from an NSEC-signed zone that
+/// hickory judged bogus: `Some(ttl cap)` when the answer is secure after all, that is when
+///
+/// - it answers the question (the question's type, or a CNAME chain from it), and every
+///   record in the answer and authority sections was verified secure by hickory;
+/// - at least one answer rrset is a wildcard expansion (its verifying RRSIG has fewer labels
+///   than its owner), and for each one, a verified NSEC signed by the same zone (not an
+///   expanded one, not a parent-side delegation NSEC) covers the owner name (so the name
+///   itself does not exist) and its closest encloser — the longest ancestor the owner
+///   shares with the NSEC's owner or next name — is the wildcard's parent (so no closer
+///   name, and no closer wildcard, exists).
+///
+/// Anything else (a forged expansion, a missing or altered NSEC, an NSEC3 answer) is `None`:
+/// the answer stays bogus. No cryptography here: it only reads hickory's per-record proofs.
+pub fn wildcard_answer_proven(query: &HQuery, msg: &Message) -> Option<u32> {
+    if msg.metadata.response_code != ResponseCode::NoError {
+        return None;
+    }
+    let records = || msg.answers.iter().chain(msg.authorities.iter());
+    let secure_sig = |r: &Record| match &r.data {
+        RData::DNSSEC(DNSSECRData::RRSIG(s)) if r.proof == Proof::Secure => Some(s.clone()),
+        _ => None,
+    };
+    // Every non-signature record proven secure.
+    if !records()
+        .filter(|r| r.record_type() != RecordType::RRSIG)
+        .all(|r| r.proof == Proof::Secure)
+    {
+        return None;
+    }
+    // It answers the question: the question's type at the end of a CNAME chain.
+    let mut at = query.name().clone();
+    let mut answered = false;
+    for _ in 0..=msg.answers.len() {
+        let here = || msg.answers.iter().filter(|r| same_name(&r.name, &at));
+        if here().any(|r| r.record_type() == query.query_type()) {
+            answered = true;
+            break;
+        }
+        let Some(RData::CNAME(target)) = here()
+            .find(|r| r.record_type() == RecordType::CNAME)
+            .map(|r| &r.data)
+        else {
+            break;
+        };
+        at = target.0.clone();
+    }
+    if !answered {
+        return None;
+    }
+    // The verified NSECs, each with the zone that signed it.
+    let nsecs: Vec<(&Name, &NSEC, Name)> = msg
+        .authorities
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::NSEC(n)) if r.proof == Proof::Secure => Some((r, n)),
+            _ => None,
+        })
+        .filter_map(|(r, n)| {
+            let sig = msg
+                .authorities
+                .iter()
+                .filter(|s| same_name(&s.name, &r.name))
+                .filter_map(secure_sig)
+                .find(|s| s.input().type_covered == RecordType::NSEC)?;
+            let signer = sig.input().signer_name.clone();
+            // Not an expanded wildcard NSEC (CVE-2017-15105), and in the signer's zone.
+            (sig.input().num_labels == r.name.num_labels() && signer.zone_of(&r.name))
+                .then_some((&r.name, n, signer))
+        })
+        .collect();
+    let mut expansions = 0usize;
+    for r in msg.answers.iter() {
+        let Some(sig) = secure_sig(r) else { continue };
+        let labels = sig.input().num_labels;
+        if labels >= r.name.num_labels() {
+            continue;
+        }
+        expansions += 1;
+        let owner = &r.name;
+        let parent = owner.trim_to(usize::from(labels));
+        let signer = &sig.input().signer_name;
+        if !signer.zone_of(&parent) {
+            return None;
+        }
+        let proven = nsecs.iter().any(|(nsec_owner, nsec, nsec_signer)| {
+            if !same_name(nsec_signer, signer) || !nsec_covers(nsec_owner, nsec, owner) {
+                return false;
+            }
+            // RFC 6840 §4.1: a parent-side (or DNAME) NSEC says nothing below its owner.
+            if nsec.is_ancestor_delegation() && nsec_owner.zone_of(owner) {
+                return false;
+            }
+            let a = common_ancestor(owner, nsec_owner);
+            let b = common_ancestor(owner, nsec.next_domain_name());
+            let encloser = if a.num_labels() >= b.num_labels() {
+                a
+            } else {
+                b
+            };
+            same_name(&encloser, &parent)
+        });
+        if !proven {
+            return None;
+        }
+    }
+    if expansions == 0 {
+        return None;
+    }
+    records()
+        .filter(|r| r.record_type() != RecordType::RRSIG)
+        .map(|r| r.ttl)
+        .min()
 }
 
 fn unreachable_chain() -> Verdict {
@@ -316,6 +469,189 @@ mod tests {
         let m = servfail_with_ede(&q(question, Some(e)), ede::BOGUS, &long);
         assert!(Message::from_vec(&m).is_ok());
         assert!(m.len() < 300);
+    }
+
+    mod wildcard {
+        use super::super::wildcard_answer_proven;
+        use hickory_proto::dnssec::rdata::{DNSSECRData, SigInput, NSEC, RRSIG};
+        use hickory_proto::dnssec::{Algorithm, Proof};
+        use hickory_proto::op::{Message, MessageType, OpCode, Query as HQuery};
+        use hickory_proto::rr::rdata::{A, CNAME};
+        use hickory_proto::rr::SerialNumber;
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+        fn n(s: &str) -> Name {
+            Name::from_ascii(s).unwrap()
+        }
+
+        fn rec(name: &str, data: RData, proof: Proof) -> Record {
+            let mut r = Record::from_rdata(n(name), 300, data);
+            r.proof = proof;
+            r
+        }
+
+        fn sig(owner: &str, covered: RecordType, labels: u8, signer: &str, proof: Proof) -> Record {
+            let input = SigInput {
+                type_covered: covered,
+                algorithm: Algorithm::ECDSAP256SHA256,
+                num_labels: labels,
+                original_ttl: 300,
+                sig_expiration: SerialNumber::new(2),
+                sig_inception: SerialNumber::new(1),
+                key_tag: 1,
+                signer_name: n(signer),
+            };
+            let data = RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(input, vec![1; 64])));
+            rec(owner, data, proof)
+        }
+
+        fn a(owner: &str) -> Record {
+            rec(owner, RData::A(A::new(192, 0, 2, 1)), Proof::Secure)
+        }
+
+        fn nsec(owner: &str, next: &str, types: &[RecordType], proof: Proof) -> Record {
+            let data = RData::DNSSEC(DNSSECRData::NSEC(NSEC::new(n(next), types.to_vec())));
+            rec(owner, data, proof)
+        }
+
+        fn msg(answers: Vec<Record>, authorities: Vec<Record>) -> Message {
+            let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+            m.answers = answers;
+            m.authorities = authorities;
+            m
+        }
+
+        fn q(name: &str) -> HQuery {
+            HQuery::query(n(name), RecordType::A)
+        }
+
+        /// `x.wild.ex.` expanded from `*.wild.ex.` (RRSIG labels 2), and the NSEC chain's
+        /// link from the wildcard: the textbook proof.
+        fn expansion(qname: &str, wildcard_labels: u8, proof_nsec: Record) -> Message {
+            let owner = proof_nsec.name.to_ascii();
+            let labels = proof_nsec.name.num_labels();
+            msg(
+                vec![
+                    a(qname),
+                    sig(qname, RecordType::A, wildcard_labels, "ex.", Proof::Secure),
+                ],
+                vec![
+                    proof_nsec,
+                    sig(&owner, RecordType::NSEC, labels, "ex.", Proof::Secure),
+                ],
+            )
+        }
+
+        const T: &[RecordType] = &[RecordType::A, RecordType::RRSIG, RecordType::NSEC];
+
+        #[test]
+        fn a_proven_expansion_is_secure() {
+            let good = nsec("*.wild.ex.", "www.ex.", T, Proof::Secure);
+            let m = expansion("x.wild.ex.", 2, good.clone());
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), Some(300));
+            // Two labels expanded.
+            let m = expansion("a.b.wild.ex.", 2, good);
+            assert!(wildcard_answer_proven(&q("a.b.wild.ex."), &m).is_some());
+            // The last NSEC of the zone wraps around to the apex.
+            let wrap = nsec("*.wild.ex.", "ex.", T, Proof::Secure);
+            let m = expansion("x.wild.ex.", 2, wrap);
+            assert!(wildcard_answer_proven(&q("x.wild.ex."), &m).is_some());
+            // Through a CNAME whose target is the expansion.
+            let mut m = expansion(
+                "x.wild.ex.",
+                2,
+                nsec("*.wild.ex.", "www.ex.", T, Proof::Secure),
+            );
+            m.answers.push(rec(
+                "alias.ex.",
+                RData::CNAME(CNAME(n("x.wild.ex."))),
+                Proof::Secure,
+            ));
+            m.answers
+                .push(sig("alias.ex.", RecordType::CNAME, 2, "ex.", Proof::Secure));
+            assert!(wildcard_answer_proven(&q("alias.ex."), &m).is_some());
+        }
+
+        #[test]
+        fn no_proof_no_secure() {
+            let good = || nsec("*.wild.ex.", "www.ex.", T, Proof::Secure);
+            // The NSEC did not verify.
+            let m = expansion(
+                "x.wild.ex.",
+                2,
+                nsec("*.wild.ex.", "www.ex.", T, Proof::Bogus),
+            );
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+            // No NSEC at all.
+            let mut m = expansion("x.wild.ex.", 2, good());
+            m.authorities.clear();
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+            // The NSEC does not cover the name (it ends before it).
+            let m = expansion("x.wild.ex.", 2, nsec("ex.", "*.wild.ex.", T, Proof::Secure));
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+            // An NSEC *at* the name proves it exists: an expansion there is forged.
+            let m = expansion(
+                "x.wild.ex.",
+                2,
+                nsec("x.wild.ex.", "www.ex.", T, Proof::Secure),
+            );
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+            // Claimed from `*.ex.` but `wild.ex.` exists (the NSEC's closest encloser is
+            // wild.ex., closer than the wildcard's ex.): RFC 4592's next closer name.
+            let m = expansion("x.wild.ex.", 1, good());
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+            let m = expansion("a.b.ex.", 1, nsec("b.ex.", "c.ex.", T, Proof::Secure));
+            assert_eq!(wildcard_answer_proven(&q("a.b.ex."), &m), None);
+            // The NSEC was signed by another zone.
+            let mut m = expansion("x.wild.ex.", 2, good());
+            m.authorities[1] = sig("*.wild.ex.", RecordType::NSEC, 2, "other.", Proof::Secure);
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+            // ...or its signature is itself a wildcard expansion (CVE-2017-15105).
+            let m = expansion(
+                "x.wild.ex.",
+                2,
+                nsec("w.wild.ex.", "www.ex.", T, Proof::Secure),
+            );
+            assert!(
+                wildcard_answer_proven(&q("x.wild.ex."), &m).is_some(),
+                "control"
+            );
+            let mut m2 = m.clone();
+            m2.authorities[1] = sig("w.wild.ex.", RecordType::NSEC, 2, "ex.", Proof::Secure);
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m2), None);
+            // A parent-side delegation NSEC says nothing below its owner.
+            let cut = nsec(
+                "wild.ex.",
+                "www.ex.",
+                &[RecordType::NS, RecordType::NSEC],
+                Proof::Secure,
+            );
+            let m = expansion("x.wild.ex.", 2, cut);
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+        }
+
+        #[test]
+        fn only_a_wildcard_answer_to_the_question_is_considered() {
+            let good = || nsec("*.wild.ex.", "www.ex.", T, Proof::Secure);
+            // Not an expansion (the RRSIG labels equal the owner's).
+            let m = expansion("x.wild.ex.", 3, good());
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+            // The answer is for another name.
+            let m = expansion("x.wild.ex.", 2, good());
+            assert_eq!(wildcard_answer_proven(&q("y.wild.ex."), &m), None);
+            // Some record in it did not verify.
+            let mut m = expansion("x.wild.ex.", 2, good());
+            m.answers[0].proof = Proof::Bogus;
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+            // The RRSIG that verified the answer is not the wildcard one we were shown.
+            let mut m = expansion("x.wild.ex.", 2, good());
+            m.answers[1].proof = Proof::Indeterminate;
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+            // Negative answers are not this function's business.
+            let mut m = expansion("x.wild.ex.", 2, good());
+            m.metadata.response_code = hickory_proto::op::ResponseCode::NXDomain;
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+        }
     }
 
     #[test]

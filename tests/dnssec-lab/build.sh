@@ -11,12 +11,16 @@
 #   .              test root; its KSK is the trust anchor: OUTDIR/anchor.ds (DS form) and
 #                  OUTDIR/anchor.key (DNSKEY form)
 #   tld.           signed, NSEC
-#   sec.tld.       signed, NSEC: www A, a wildcard *.wild, a CNAME chain into n3.tld., TXT
+#   sec.tld.       signed, NSEC: www A, a wildcard *.wild, a CNAME to an expansion of it,
+#                  a CNAME chain into n3.tld., TXT
 #   insec.tld.     unsigned; tld. proves there is no DS (a provably insecure delegation)
 #   bogus.tld.     signed, but the DS in tld. names a key the zone does not have
 #   expired.tld.   signed with signatures that expired in 2020
 #   altered.tld.   signed, then www's address changed in the signed file
-#   n3.tld.        signed with NSEC3 (0 extra iterations, no salt)
+#   n3.tld.        signed with NSEC3 (0 extra iterations, no salt), a wildcard *.wild
+#   wcbad.tld.     signed, NSEC, wildcards *.gone and *.twisted whose NSEC (the proof that the
+#                  expanded name does not exist) was removed (gone) or altered (twisted) after
+#                  signing: their expansions are bogus
 #   n3many.tld.    signed with NSEC3 and 200 extra iterations (RFC 9276: treat as insecure)
 #   corp.          unsigned and not delegated from the root: a private zone (like consul.)
 # Every zone has `www` → 192.0.2.N and is served by the same nsd (authoritative for all,
@@ -75,6 +79,7 @@ child sec.tld 1 >sec.tld.zone
 cat >>sec.tld.zone <<'Z'
 *.wild.sec.tld. IN A 192.0.2.100
 alias.sec.tld. IN CNAME www.sec.tld.
+towild.sec.tld. IN CNAME y.wild.sec.tld.
 far.sec.tld. IN CNAME www.n3.tld.
 Z
 keys sec.tld K_SEC
@@ -99,7 +104,22 @@ grep -q '192\.0\.2\.55' altered.tld.zone.signed || { echo "build.sh: altering fa
 
 child n3.tld 6 >n3.tld.zone
 keys n3.tld K_N3
+echo '*.wild.n3.tld. IN A 192.0.2.106' >>n3.tld.zone
 sign n3.tld n3.tld.zone "$K_N3" -n -t 0
+
+child wcbad.tld 9 >wcbad.tld.zone
+cat >>wcbad.tld.zone <<'Z'
+*.gone.wcbad.tld. IN A 192.0.2.90
+*.twisted.wcbad.tld. IN A 192.0.2.91
+Z
+keys wcbad.tld K_WCB
+sign wcbad.tld wcbad.tld.zone "$K_WCB"
+# gone: the wildcard's NSEC and its signature deleted; twisted: its next name changed.
+sp='[[:space:]]+'
+sed -i -E "/^\\*\\.gone\\.wcbad\\.tld\\.${sp}[0-9]+${sp}IN${sp}(NSEC|RRSIG${sp}NSEC)${sp}/d" wcbad.tld.zone.signed
+sed -i -E "s/^(\\*\\.twisted\\.wcbad\\.tld\\.${sp}[0-9]+${sp}IN${sp}NSEC${sp})[^[:space:]]+/\\1zzz.wcbad.tld./" wcbad.tld.zone.signed
+grep -Eq "^\\*\\.gone\\.wcbad\\.tld\\.${sp}[0-9]+${sp}IN${sp}NSEC${sp}" wcbad.tld.zone.signed && { echo "build.sh: removing the NSEC failed" >&2; exit 1; }
+grep -Eq "^\\*\\.twisted\\.wcbad\\.tld\\.${sp}[0-9]+${sp}IN${sp}NSEC${sp}zzz\\.wcbad\\.tld\\. " wcbad.tld.zone.signed || { echo "build.sh: altering the NSEC failed" >&2; exit 1; }
 
 child n3many.tld 7 >n3many.tld.zone
 keys n3many.tld K_N3M
@@ -112,7 +132,7 @@ child corp 8 >corp.zone
     soa tld.
     echo "tld. IN NS ns.tld."
     echo "ns.tld. IN A 127.0.0.1"
-    for c in sec insec bogus expired altered n3 n3many; do
+    for c in sec insec bogus expired altered n3 n3many wcbad; do
         echo "$c.tld. IN NS ns.$c.tld."
         echo "ns.$c.tld. IN A 127.0.0.1"
     done
@@ -122,6 +142,7 @@ child corp 8 >corp.zone
     ds_of "$K_ALT"
     ds_of "$K_N3"
     ds_of "$K_N3M"
+    ds_of "$K_WCB"
 } >tld.zone
 keys tld K_TLD
 sign tld tld.zone "$K_TLD"
@@ -171,7 +192,7 @@ zone:
     name: "tld"
     zonefile: "tld.zone.signed"
 C
-    for z in sec bogus expired altered n3 n3many; do
+    for z in sec bogus expired altered n3 n3many wcbad; do
         printf 'zone:\n    name: "%s.tld"\n    zonefile: "%s.tld.zone.signed"\n' "$z" "$z"
     done
     printf 'zone:\n    name: "insec.tld"\n    zonefile: "insec.tld.zone"\n'

@@ -189,13 +189,60 @@ fn secure_answers_get_ad_and_signatures_only_for_do_clients() {
         assert_eq!(g.msg.metadata.response_code, ResponseCode::NXDomain);
         assert!(g.msg.metadata.authentic_data, "{:?}", g.ev.dnssec);
 
-        // An in-zone CNAME chain validates. (Wildcard expansions under NSEC do not yet:
-        // hickory-net 0.26.3's verify_nsec wants an NSEC *covering* the wildcard name and
-        // rejects the wildcard's own NSEC, so `x.wild.sec.tld` comes out bogus. Not hidden
-        // here, and not worked around: see the issue report.)
+        // An in-zone CNAME chain validates.
         let g = ask(&d, "alias.sec.tld.", RecordType::A, DO).await;
         assert_eq!(addrs(&g.msg), ["192.0.2.1"]);
         assert!(g.msg.metadata.authentic_data, "{:?}", g.ev.dnssec);
+    });
+}
+
+#[test]
+fn wildcard_expansions_validate_and_unproven_ones_stay_bogus() {
+    bounded(LIMIT, async {
+        let lab = Lab::start().await;
+        let d = Daemon::start(&config(&lab, &lab.anchor_ds)).await;
+
+        // NSEC zone (hickory-net 0.26.3 alone judges these bogus), one and two labels
+        // expanded, and a CNAME whose target is an expansion; NSEC3 zone.
+        for (name, addr) in [
+            ("x.wild.sec.tld.", "192.0.2.100"),
+            ("a.b.wild.sec.tld.", "192.0.2.100"),
+            ("towild.sec.tld.", "192.0.2.100"),
+            ("x.wild.n3.tld.", "192.0.2.106"),
+        ] {
+            let g = ask(&d, name, RecordType::A, DO).await;
+            assert_eq!(
+                g.msg.metadata.response_code,
+                ResponseCode::NoError,
+                "{name}: {:?}",
+                g.ev.dnssec
+            );
+            assert_eq!(addrs(&g.msg), [addr], "{name}");
+            assert!(g.msg.metadata.authentic_data, "{name}: {:?}", g.ev.dnssec);
+            assert_eq!(outcome(&g.ev).as_deref(), Some("secure"), "{name}");
+            assert!(has_rrsig(&g.msg), "{name}: DO client gets the proof");
+            // A DO=0 client gets the data without the proof records.
+            let g = ask(&d, name, RecordType::A, PLAIN_EDNS).await;
+            assert_eq!(addrs(&g.msg), [addr], "{name}");
+            assert!(!has_rrsig(&g.msg), "{name}");
+        }
+
+        // The NSEC proving the expanded name does not exist was deleted (the zone's apex
+        // NSEC, which does not cover the name, comes instead) or altered after signing:
+        // the expansion is bogus, and its address never reaches the client.
+        for name in ["x.gone.wcbad.tld.", "x.twisted.wcbad.tld."] {
+            let g = ask(&d, name, RecordType::A, DO).await;
+            assert_eq!(
+                g.msg.metadata.response_code,
+                ResponseCode::ServFail,
+                "{name}: {:?}",
+                g.ev.dnssec
+            );
+            assert!(g.msg.answers.is_empty(), "{name}: bogus data leaked");
+            assert_eq!(outcome(&g.ev).as_deref(), Some("bogus"), "{name}");
+            let (info, _) = ede(&g.raw).unwrap_or_else(|| panic!("{name}: no EDE"));
+            assert_eq!(info, 6, "{name}");
+        }
     });
 }
 
@@ -339,6 +386,7 @@ async fn start_unbound(lab: &Lab) -> Unbound {
             "altered.tld",
             "n3.tld",
             "n3many.tld",
+            "wcbad.tld",
         ]
         .iter()
         .map(|z| format!("stub-zone:\n  name: \"{z}\"\n  stub-addr: {nsd}\n"))
@@ -397,11 +445,14 @@ fn agrees_with_a_validating_unbound_on_the_same_lab() {
         let unbound = start_unbound(&lab).await;
         let d = Daemon::start(&config(&lab, &lab.anchor_ds)).await;
         // Each: splitdns and unbound give the same rcode, AD bit and addresses (DO=1).
-        // Left out on purpose: wildcard expansions (`x.wild.sec.tld`), which hickory-net
-        // 0.26.3 judges bogus and unbound secure — the known gap in README.
         for (name, t) in [
             ("www.sec.tld.", RecordType::A),
             ("alias.sec.tld.", RecordType::A),
+            ("x.wild.sec.tld.", RecordType::A),
+            ("towild.sec.tld.", RecordType::A),
+            ("x.wild.n3.tld.", RecordType::A),
+            ("x.gone.wcbad.tld.", RecordType::A),
+            ("x.twisted.wcbad.tld.", RecordType::A),
             ("nope.sec.tld.", RecordType::A),
             ("www.sec.tld.", RecordType::AAAA),
             ("www.insec.tld.", RecordType::A),

@@ -1,6 +1,6 @@
 //! The DNSSEC lab: `tests/dnssec-lab/build.sh` (a private signed hierarchy made with
 //! ldns-keygen/ldns-signzone: test root, `tld.`, secure, insecure, bogus, expired, altered,
-//! NSEC3 zones and an unsigned private `corp.`) served by a real nsd on 127.0.0.1 at a port
+//! NSEC3 zones, wildcards with valid and broken proofs, and an unsigned private `corp.`) served by a real nsd on 127.0.0.1 at a port
 //! the kernel picked. nsd is killed by PID on drop. Used by `dnssec` (and reusable by the
 //! interop suite and the bench through the same script).
 
