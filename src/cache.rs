@@ -79,6 +79,8 @@ struct Slot {
     inserted: Instant,
     expires: Instant,
     zone: Arc<str>,
+    /// The caller's byte about this reply (the DNSSEC verdict; 0 = none), see [`Entry::tag`].
+    tag: u8,
 }
 
 impl Slot {
@@ -205,6 +207,9 @@ pub struct Entry {
     pub ttl: u32,
     /// Seconds since it was stored.
     pub age: u32,
+    /// The byte given to [`Cache::insert_tagged`] (0 from [`Cache::insert`]): the DNSSEC
+    /// verdict the reply was built from, so a hit's event can carry it (`dnssec::tag`).
+    pub tag: u8,
 }
 
 /// The shared answer cache.
@@ -324,6 +329,7 @@ impl Cache {
             zone: e.zone.clone(),
             ttl: e.expires.saturating_duration_since(now).as_secs() as u32,
             age,
+            tag: e.tag,
         };
         if fresh {
             Lookup::Hit(entry)
@@ -341,6 +347,19 @@ impl Cache {
         msg: &[u8],
         lifetime_secs: u32,
         now: Instant,
+    ) {
+        self.insert_tagged(key, zone, msg, lifetime_secs, now, 0);
+    }
+
+    /// [`Cache::insert`], keeping `tag` with the entry (returned in [`Entry::tag`]).
+    pub fn insert_tagged(
+        &self,
+        key: &[u8],
+        zone: &Arc<str>,
+        msg: &[u8],
+        lifetime_secs: u32,
+        now: Instant,
+        tag: u8,
     ) {
         if !self.enabled() || msg.len() > usize::from(u16::MAX) {
             return;
@@ -381,6 +400,7 @@ impl Cache {
             inserted: now,
             expires: now + Duration::from_secs(u64::from(lifetime_secs)),
             zone: zone.clone(),
+            tag,
         };
         if let Some(i) = shard.find(hash, key) {
             shard.remove_at(i);
@@ -638,7 +658,8 @@ mod tests {
             Lookup::Hit(Entry {
                 zone: Arc::from("z"),
                 ttl: 60,
-                age: 40
+                age: 40,
+                tag: 0,
             }),
             "the entry's remaining lifetime and age"
         );
@@ -676,6 +697,26 @@ mod tests {
         ));
         assert_eq!(c.remove_keys(|_| true), 1);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn the_tag_is_kept_with_the_entry_and_replaced_with_it() {
+        let c = Cache::new(10, false);
+        let t0 = Instant::now();
+        let key = store(&c, "t.example", &[60], t0);
+        let qp = query("t.example", false);
+        let q = parse_query(&qp).unwrap();
+        let mut out = Vec::new();
+        let tag_of = |out: &mut Vec<u8>| match c.get(&key, q.question, t0, false, out) {
+            Lookup::Hit(e) => e.tag,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(tag_of(&mut out), 0, "insert keeps no tag");
+        let msg = out.clone();
+        c.insert_tagged(&key, &Arc::from("z"), &msg, 60, t0, 0x85);
+        assert_eq!(tag_of(&mut out), 0x85);
+        c.insert(&key, &Arc::from("z"), &msg, 60, t0);
+        assert_eq!(tag_of(&mut out), 0, "a new entry, a new tag");
     }
 
     #[test]

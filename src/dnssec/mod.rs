@@ -15,6 +15,8 @@
 //! cache hit is the same memcpy as any other hit and never re-validates. Chain lookups are
 //! cached raw under a key byte no client key uses (`CHAIN_KEY_BITS`). Bogus answers are
 //! cached for [`BOGUS_TTL`] seconds (RFC 9520) so a broken zone does not hammer upstreams.
+//! The verdict is kept with the cached reply in one byte ([`tag`]), so a hit's event carries
+//! the outcome too ([`hit_event`]) without validating again.
 
 pub mod anchor;
 mod hop;
@@ -147,6 +149,52 @@ impl Validator {
     pub fn describe(&self) -> String {
         self.anchors.describe()
     }
+}
+
+/// The cache tag of a reply built from a verdict: bit 7 set (0 means "not validated"), the
+/// outcome in bits 0–1, the EDE info-code + 1 in bits 2–6 (0: none, or a code above 30).
+pub fn tag(outcome: DnssecOutcome, ede: Option<u16>) -> u8 {
+    let o = match outcome {
+        DnssecOutcome::Secure => 0,
+        DnssecOutcome::Insecure => 1,
+        DnssecOutcome::Bogus => 2,
+        DnssecOutcome::Indeterminate => 3,
+    };
+    let e = ede.filter(|&c| c < 31).map_or(0, |c| c as u8 + 1);
+    0x80 | (e << 2) | o
+}
+
+/// The `dnssec` field of a cache hit's event: `None` for an entry not validated (tag 0: a
+/// zone that does not validate, or a CD=1 query). For bogus/indeterminate, the reason is the
+/// EDE text in `reply` (present when the client that caused the entry sent EDNS) — read only
+/// then, so secure hits cost one small allocation. No chain lookups: a hit needs none.
+pub fn hit_event(tag: u8, reply: &[u8]) -> Option<Box<DnssecEvent>> {
+    if tag & 0x80 == 0 {
+        return None;
+    }
+    let outcome = match tag & 0x03 {
+        0 => DnssecOutcome::Secure,
+        1 => DnssecOutcome::Insecure,
+        2 => DnssecOutcome::Bogus,
+        _ => DnssecOutcome::Indeterminate,
+    };
+    let ede = match (tag >> 2) & 0x1f {
+        0 => None,
+        e => Some(u16::from(e - 1)),
+    };
+    let reason = match outcome {
+        DnssecOutcome::Bogus | DnssecOutcome::Indeterminate => verdict::ede_of(reply)
+            .filter(|(code, _)| Some(*code) == ede)
+            .map(|(_, text)| text.into_boxed_str()),
+        _ => None,
+    };
+    Some(Box::new(DnssecEvent {
+        outcome,
+        ede,
+        reason,
+        chain_lookups: 0,
+        chain_upstream: 0,
+    }))
 }
 
 /// True if this query is validated: the zone validates and the client did not set CD.
@@ -510,9 +558,10 @@ pub async fn answer(
     }));
     if let Some(life) = life {
         if zone.cache && shared.cache.enabled() {
+            let t = tag(verdict.outcome, verdict.why.as_ref().map(|w| w.0));
             shared
                 .cache
-                .insert(key, &zone.name, &reply, life, Instant::now());
+                .insert_tagged(key, &zone.name, &reply, life, Instant::now(), t);
         }
     }
     wire::set_id(&mut reply, q.id);
@@ -570,5 +619,66 @@ fn respond(
                 });
             (reply, life)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_round_trips_the_verdict() {
+        assert!(hit_event(0, &[]).is_none(), "0: not validated");
+        for outcome in [
+            DnssecOutcome::Secure,
+            DnssecOutcome::Insecure,
+            DnssecOutcome::Bogus,
+            DnssecOutcome::Indeterminate,
+        ] {
+            for ede in [None, Some(0), Some(6), Some(9), Some(22), Some(30)] {
+                let t = tag(outcome, ede);
+                assert_ne!(t, 0);
+                let e = hit_event(t, &[]).expect("validated");
+                assert_eq!((e.outcome, e.ede), (outcome, ede));
+                assert_eq!((e.chain_lookups, e.chain_upstream, e.reason), (0, 0, None));
+            }
+        }
+        // Codes that do not fit are dropped, not confused with others.
+        assert_eq!(
+            hit_event(tag(DnssecOutcome::Bogus, Some(31)), &[])
+                .unwrap()
+                .ede,
+            None
+        );
+    }
+
+    #[test]
+    fn a_bogus_hit_reads_its_reason_from_the_cached_ede() {
+        let question = b"\x03www\x03tld\x00\x00\x01\x00\x01";
+        let q = Query {
+            id: 7,
+            flags: QueryFlags {
+                rd: true,
+                cd: false,
+                ad: false,
+            },
+            question,
+            qtype: 1,
+            qclass: 1,
+            edns: Some(ClientEdns {
+                payload: 1232,
+                dnssec_ok: false,
+                version: 0,
+            }),
+        };
+        let reply = verdict::servfail_with_ede(&q, ede::SIG_EXPIRED, "expired at noon");
+        let e = hit_event(tag(DnssecOutcome::Bogus, Some(ede::SIG_EXPIRED)), &reply).unwrap();
+        assert_eq!(e.reason.as_deref(), Some("expired at noon"));
+        // Another code in the reply than in the tag: no reason rather than a wrong one.
+        let e = hit_event(tag(DnssecOutcome::Bogus, Some(ede::BOGUS)), &reply).unwrap();
+        assert_eq!(e.reason, None);
+        // Secure hits never parse the reply.
+        let e = hit_event(tag(DnssecOutcome::Secure, None), &reply).unwrap();
+        assert_eq!(e.reason, None);
     }
 }

@@ -401,6 +401,28 @@ pub fn strip_dnssec(msg: &[u8], qtype: u16) -> Option<Vec<u8>> {
     m.to_vec().ok()
 }
 
+/// The first Extended DNS Error (RFC 8914) in a reply's OPT: info-code and text (lossy
+/// UTF-8). `None` without OPT or EDE, or if the reply does not parse.
+pub fn ede_of(msg: &[u8]) -> Option<(u16, String)> {
+    let reply = wire::walk_reply(msg).ok()?;
+    let opt = reply.opt()?;
+    let rdata = msg.get(opt.rdata.clone())?;
+    let mut at = 0usize;
+    // Bounded: each option advances by at least its 4-byte header.
+    while let Some(head) = rdata.get(at..at + 4) {
+        let code = u16::from_be_bytes([head[0], head[1]]);
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let body = rdata.get(at + 4..at + 4 + len)?;
+        if code == 15 {
+            let info = body.get(..2)?;
+            let text = String::from_utf8_lossy(body.get(2..).unwrap_or(&[]));
+            return Some((u16::from_be_bytes([info[0], info[1]]), text.into_owned()));
+        }
+        at += 4 + len;
+    }
+    None
+}
+
 /// Sets or clears the AD bit of a reply in place.
 pub fn set_ad(msg: &mut [u8], ad: bool) {
     if let Some(b) = msg.get_mut(3) {

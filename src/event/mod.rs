@@ -32,7 +32,7 @@
 //! | `splitdns.servers_file_version` | integer | servers were asked in a zone with a `servers_file` |
 //! | `splitdns.attempts` | array of `{server, transport, outcome, duration_ms}` | always (maybe empty); transport `udp`, `tcp` or `tls`; a `tls` attempt that got a connection also has `tls`: `{connection: "reused"}` or `{connection: "new", handshake_ms, resumed}` |
 //! | `splitdns.answers` / `splitdns.size` | integer | always: answer records, reply bytes (0 if none) |
-//! | `splitdns.dnssec` | object | validated queries (zone `dnssec = "validate"`, CD=0, not a cache hit): `outcome` (`secure`, `insecure`, `bogus`, `indeterminate`), `ede` and `reason` (bogus/indeterminate), `chain_lookups`, `chain_upstream` |
+//! | `splitdns.dnssec` | object | queries of a validating zone (`dnssec = "validate"`, CD=0; hits too, from the verdict kept with the entry): `outcome` (`secure`, `insecure`, `bogus`, `indeterminate`), `ede` and `reason` (bogus/indeterminate), `chain_lookups`, `chain_upstream` |
 //!
 //! Writing never blocks answering: events go through a bounded channel to a writer
 //! thread; when it is full the event is dropped and counted, and the count is logged.

@@ -247,6 +247,76 @@ fn wildcard_expansions_validate_and_unproven_ones_stay_bogus() {
 }
 
 #[test]
+fn cache_hits_carry_the_dnssec_outcome_of_the_validated_reply() {
+    bounded(LIMIT, async {
+        let lab = Lab::start().await;
+        let d = Daemon::start(&config(&lab, &lab.anchor_ds)).await;
+
+        // Each (name, how): the miss validates; the hit (UDP fast path, then TCP) must
+        // carry the same outcome, EDE and reason, and no chain lookups.
+        let cases = [
+            ("www.sec.tld.", DO, "secure"),
+            ("www.insec.tld.", DO, "insecure"),
+            ("x.wild.sec.tld.", PLAIN_EDNS, "secure"),
+            ("www.altered.tld.", DO, "bogus"),
+            ("www.expired.tld.", PLAIN_EDNS, "bogus"),
+        ];
+        for (name, how, want) in cases {
+            let first = ask(&d, name, RecordType::A, how).await;
+            assert_eq!(first.ev.cache, "miss", "{name}");
+            let dn = first.ev.dnssec.clone().expect("validated miss");
+            assert_eq!(dn.outcome, want, "{name}");
+            let hit = ask(&d, name, RecordType::A, how).await;
+            assert_eq!(hit.ev.cache, "hit", "{name}");
+            let got = hit.ev.dnssec.clone().unwrap_or_else(|| {
+                panic!("{name}: a hit on a validating zone carries no dnssec outcome")
+            });
+            assert_eq!(got.outcome, dn.outcome, "{name}");
+            assert_eq!(got.ede, dn.ede, "{name}");
+            assert_eq!(
+                got.reason, dn.reason,
+                "{name}: the EDE text of the cached reply"
+            );
+            assert_eq!((got.chain_lookups, got.chain_upstream), (0, 0), "{name}");
+            // The slow path's hit (TCP) says the same.
+            let mut m = with_edns(query(name, RecordType::A), 1232, how.do_bit);
+            m.metadata.id = m.metadata.id.wrapping_add(1);
+            let id = m.metadata.id;
+            let _ = client::tcp(d.tcp, &m).await;
+            let ev = d.event_with_id(id).await;
+            assert_eq!(ev.cache, "hit", "{name} over TCP");
+            assert_eq!(
+                ev.dnssec.as_ref().map(|x| x.outcome.as_str()),
+                Some(want),
+                "{name} over TCP"
+            );
+        }
+
+        // A bogus reply cached for a client without EDNS has no EDE text to replay: the
+        // hit still says bogus, with the code.
+        let name = "www.bogus.tld.";
+        let first = ask(&d, name, RecordType::A, NO_EDNS).await;
+        assert_eq!(outcome(&first.ev).as_deref(), Some("bogus"));
+        let hit = ask(&d, name, RecordType::A, NO_EDNS).await;
+        assert_eq!(hit.ev.cache, "hit");
+        let got = hit.ev.dnssec.clone().expect("bogus hit");
+        assert_eq!(got.outcome, "bogus");
+        assert_eq!(got.ede, Some(9));
+
+        // Null where nothing was validated: a zone with dnssec = "off", and CD=1.
+        for (name, how) in [("www.corp.", DO), ("www.sec.tld.", Ask { cd: true, ..DO })] {
+            let first = ask(&d, name, RecordType::A, how).await;
+            let hit = ask(&d, name, RecordType::A, how).await;
+            assert_eq!(hit.ev.cache, "hit", "{name}");
+            assert!(
+                first.ev.dnssec.is_none() && hit.ev.dnssec.is_none(),
+                "{name}"
+            );
+        }
+    });
+}
+
+#[test]
 fn insecure_bogus_cd_and_unvalidated_zones() {
     bounded(LIMIT, async {
         let lab = Lab::start().await;
