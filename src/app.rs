@@ -81,15 +81,26 @@ pub fn thread_count() -> usize {
         .clamp(1, 8)
 }
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+/// One UDP listening socket of a receive thread. The `first` one of an address binds
+/// without `SO_REUSEPORT` and sets it only once bound, so its port is one no other socket
+/// holds: Linux lets a `SO_REUSEPORT` socket binding port 0 (or a busy fixed port) join
+/// any group of the same user on that port, which would silently split the queries
+/// between two processes (another splitdns, an old one still draining). The others then
+/// join the first one's group.
+fn udp_socket(addr: SocketAddr, first: bool) -> std::io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
-    s.set_reuse_port(true)?;
+    if !first {
+        s.set_reuse_port(true)?;
+    }
     let _ = s.set_recv_buffer_size(4 << 20);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
+    if first {
+        s.set_reuse_port(true)?;
+    }
     Ok(s.into())
 }
 
@@ -119,7 +130,7 @@ pub fn bind(config: &Config) -> Result<Sockets, AppError> {
         let mut tries = 0;
         let (first, listener, real) = loop {
             tries += 1;
-            let first = udp_socket(want).map_err(|source| AppError::Bind {
+            let first = udp_socket(want, true).map_err(|source| AppError::Bind {
                 proto: "udp",
                 addr: want,
                 source,
@@ -145,7 +156,7 @@ pub fn bind(config: &Config) -> Result<Sockets, AppError> {
         };
         let mut socks = vec![first];
         for _ in 1..threads {
-            socks.push(udp_socket(real).map_err(|source| AppError::Bind {
+            socks.push(udp_socket(real, false).map_err(|source| AppError::Bind {
                 proto: "udp",
                 addr: real,
                 source,

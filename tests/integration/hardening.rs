@@ -328,6 +328,47 @@ fn allow_is_enforced_on_udp_and_tcp() {
     });
 }
 
+/// A UDP socket of this user already on the port with `SO_REUSEPORT` (another splitdns,
+/// an old one still draining its queries) makes `bind` fail: Linux would otherwise let our
+/// sockets join its group and split the queries between the two processes in silence.
+/// (With port 0 the same rule keeps a fresh port from landing in such a group, the cause
+/// of answers from the wrong daemon in a busy test run.)
+#[test]
+fn a_udp_port_held_by_another_reuseport_socket_is_not_shared() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let squatter = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    squatter.set_reuse_port(true).unwrap();
+    squatter
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    let port = squatter
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .expect("an inet address")
+        .port();
+    // No TCP listener on the port: only the UDP side can notice.
+    let path = Path::new("/etc/splitdns/splitdns.toml");
+    let text = format!(
+        "listen = [\"127.0.0.1:{port}\"]\n[[zone]]\nname = \".\"\nservers = [\"127.0.0.1:5300\"]\n"
+    );
+    let c = Config::from_toml_str(&text, path).unwrap();
+    match splitdns::app::bind(&c) {
+        Ok(s) => panic!(
+            "bound {:?} beside another process's socket on port {port}",
+            s.udp_addrs()
+        ),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("udp") && msg.contains(&port.to_string()),
+                "{msg}"
+            );
+        }
+    }
+    drop(squatter);
+}
+
 #[test]
 fn non_loopback_listen_without_allow_is_a_config_error() {
     let path = Path::new("/etc/splitdns/splitdns.toml");
