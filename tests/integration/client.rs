@@ -107,3 +107,52 @@ pub async fn tcp(server: SocketAddr, msg: &Message) -> Message {
 pub fn rdata_strings(records: &[hickory_proto::rr::Record]) -> Vec<String> {
     records.iter().map(|r| r.data.to_string()).collect()
 }
+
+/// A name no other server on this host answers `id.server` with: for external daemons
+/// (nsd, unbound) started on a port that was free a moment ago, so a readiness probe can
+/// tell ours from whatever else won the race for the port.
+pub fn unique_identity(tag: &str) -> String {
+    use std::sync::atomic::AtomicU32;
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// True if the server at `addr` answers `id.server. CH TXT` with `identity` over UDP
+/// within `wait` (RFC 4892): the process we started is the one listening there.
+pub fn answers_as(addr: SocketAddr, identity: &str, wait: Duration) -> bool {
+    use hickory_proto::rr::{DNSClass, RData};
+    let mut msg = Message::new(next_id(), MessageType::Query, OpCode::Query);
+    let mut q = Query::query(
+        Name::from_ascii("id.server.").expect("name"),
+        RecordType::TXT,
+    );
+    q.set_query_class(DNSClass::CH);
+    msg.add_query(q);
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    if sock.connect(addr).is_err()
+        || sock
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .is_err()
+        || sock.send(&encode(&msg)).is_err()
+    {
+        return false;
+    }
+    let mut buf = vec![0u8; 4096];
+    let Ok(n) = sock.recv(&mut buf) else {
+        return false;
+    };
+    let Ok(reply) = Message::from_vec(&buf[..n]) else {
+        return false;
+    };
+    reply.metadata.id == msg.metadata.id
+        && reply.answers.iter().any(|r| match &r.data {
+            RData::TXT(t) => t.to_string().contains(identity),
+            _ => false,
+        })
+}

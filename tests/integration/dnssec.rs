@@ -437,8 +437,8 @@ impl Drop for Unbound {
 async fn start_unbound(lab: &Lab) -> Unbound {
     use std::process::{Command, Stdio};
     let dir = crate::daemon::TempDir::new("unbound");
-    let probe = client::encode(&with_edns(query("www.sec.tld.", RecordType::A), 1232, true));
     for _ in 0..3 {
+        let identity = client::unique_identity("unbound");
         let port = {
             let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             u.local_addr().unwrap().port()
@@ -465,6 +465,7 @@ async fn start_unbound(lab: &Lab) -> Unbound {
             "unbound.conf",
             &format!(
                 "server:\n  interface: 127.0.0.1@{port}\n  port: {port}\n  do-ip6: no\n  \
+                 so-reuseport: no\n  identity: \"{identity}\"\n  hide-identity: no\n  \
                  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  \
                  use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  do-not-query-localhost: no\n  \
                  module-config: \"validator iterator\"\n  trust-anchor-file: \"{anchor}\"\n  \
@@ -490,10 +491,7 @@ async fn start_unbound(lab: &Lab) -> Unbound {
             if let Ok(Some(_)) = child.try_wait() {
                 break;
             }
-            if client::udp_raw_wait(addr, &probe, Duration::from_millis(300))
-                .await
-                .is_some()
-            {
+            if client::answers_as(addr, &identity, Duration::from_millis(300)) {
                 return Unbound {
                     child,
                     addr,

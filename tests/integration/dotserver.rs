@@ -130,6 +130,7 @@ impl Unbound {
             &format!(
                 r#"server:
   interface: 127.0.0.1@{port}
+  so-reuseport: no
   tls-port: {port}
   tls-service-key: "{key}"
   tls-service-pem: "{cert}"
@@ -189,7 +190,10 @@ remote-control:
                     return Err(format!("unbound exited ({status}):\n{log}"));
                 }
             }
-            if accepts(addr) {
+            // Ours, not whatever else took the port first: unbound answers on its own
+            // control socket only once it has bound its ports, which `so-reuseport: no`
+            // makes exclusive. (No DNS probe: the tests count unbound's queries.)
+            if accepts(addr) && u.control_answers() {
                 return Ok(u);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -200,6 +204,18 @@ remote-control:
     /// `tls://127.0.0.1:PORT` plus `suffix` (`#name` or empty), TOML-quoted.
     pub fn server(&self, suffix: &str) -> String {
         crate::daemon::toml_str(&format!("tls://{}{suffix}", self.addr))
+    }
+
+    /// True if `unbound-control status` succeeds on this instance's control socket.
+    fn control_answers(&self) -> bool {
+        Command::new("unbound-control")
+            .arg("-c")
+            .arg(&self.conf)
+            .arg("status")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// One counter from `unbound-control stats_noreset` (0 if absent).

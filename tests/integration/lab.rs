@@ -9,8 +9,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
-
 use crate::client;
 use crate::daemon::TempDir;
 
@@ -64,8 +62,10 @@ impl Lab {
                 "build.sh failed (apt-get install ldnsutils nsd): {}",
                 String::from_utf8_lossy(&built.stderr)
             );
+            let identity = client::unique_identity("lab-nsd");
             let mut nsd = Command::new("nsd")
                 .arg("-d")
+                .args(["-i", &identity])
                 .arg("-c")
                 .arg(out.join("nsd.conf"))
                 .stdin(Stdio::null())
@@ -74,7 +74,7 @@ impl Lab {
                 .spawn()
                 .expect("spawn nsd (apt-get install nsd)");
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            if wait_ready(&mut nsd, addr).await {
+            if wait_ready(&mut nsd, addr, &identity) {
                 return Lab {
                     addr,
                     anchor_ds: out.join("anchor.ds"),
@@ -91,24 +91,20 @@ impl Lab {
     }
 }
 
-async fn wait_ready(nsd: &mut Child, addr: SocketAddr) -> bool {
-    {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let probe = client::encode(&client::query("www.sec.tld.", RecordType::A));
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = nsd.try_wait() {
-                return false;
-            }
-            if client::udp_raw_wait(addr, &probe, Duration::from_millis(200))
-                .await
-                .is_some()
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// True once nsd answers `id.server` with `identity` (within 20 s): a reply from anything
+/// else that took the port first does not count. False if nsd exited.
+fn wait_ready(nsd: &mut Child, addr: SocketAddr, identity: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = nsd.try_wait() {
+            return false;
         }
-        false
+        if client::answers_as(addr, identity, Duration::from_millis(200)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    false
 }
 
 impl Lab {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
 use crate::client::{self, query, rdata_strings};
@@ -131,12 +131,15 @@ impl Dnsmasq {
                 if matches!(d.child.try_wait(), Ok(Some(_))) {
                     break;
                 }
-                if client::udp_raw_wait(addr, &q, Duration::from_millis(200))
-                    .await
-                    .is_some()
-                {
+                // Its own answer, not a reply from whatever else took the port first.
+                let reply = client::udp_raw_wait(addr, &q, Duration::from_millis(200)).await;
+                let ours = reply
+                    .and_then(|r| Message::from_vec(&r).ok())
+                    .is_some_and(|m| rdata_strings(&m.answers) == ["192.168.121.10"]);
+                if ours {
                     return d;
                 }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             eprintln!(
                 "dnsmasq on port {port} did not come up:\n{}",

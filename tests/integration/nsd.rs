@@ -36,11 +36,12 @@ impl Nsd {
         let zone_file = dir.write("zone.db", zone_text);
         for _ in 0..5 {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let identity = crate::client::unique_identity("nsd");
             let d = |name: &str| dir.join(name).to_string_lossy().into_owned();
             let conf = dir.write(
                 "nsd.conf",
                 &format!(
-                    "server:\n  ip-address: 127.0.0.1@{port}\n  username: \"\"\n  chroot: \"\"\n  \
+                    "server:\n  ip-address: 127.0.0.1@{port}\n  identity: \"{identity}\"\n  username: \"\"\n  chroot: \"\"\n  \
                      zonesdir: \"{zdir}\"\n  database: \"\"\n  zonelistfile: \"{zl}\"\n  \
                      xfrdfile: \"{xf}\"\n  xfrdir: \"{zdir}\"\n  pidfile: \"{pid}\"\n  \
                      logfile: \"{log}\"\n  server-count: 1\n  tcp-count: 256\n  verbosity: 1\n  rrl-ratelimit: 0\n\
@@ -63,7 +64,7 @@ impl Nsd {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("nsd is needed for this test (apt-get install nsd; .ci/run installs it)");
-            if wait_ready(&mut child, addr, zone, Duration::from_secs(10)) {
+            if wait_ready(&mut child, addr, &identity, Duration::from_secs(10)) {
                 return Nsd {
                     child,
                     addr,
@@ -80,29 +81,16 @@ impl Nsd {
     }
 }
 
-/// True once NSD answers a TCP query (polled, bounded by `limit`); false if it exited.
-fn wait_ready(child: &mut Child, addr: SocketAddr, zone: &str, limit: Duration) -> bool {
-    use std::io::{Read, Write};
+/// True once NSD answers `id.server` with `identity` (polled, bounded by `limit`): any
+/// other reply would be from whatever else took the port first. False if it exited.
+fn wait_ready(child: &mut Child, addr: SocketAddr, identity: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            // A query for the zone's SOA: any reply at all means NSD serves.
-            let mut q = vec![0u8, 0, 0xbe, 0xef, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-            for label in zone.split('.').filter(|l| !l.is_empty()) {
-                q.push(label.len() as u8);
-                q.extend_from_slice(label.as_bytes());
-            }
-            q.extend_from_slice(&[0, 0, 6, 0, 1]);
-            let len = (q.len() - 2) as u16;
-            q[..2].copy_from_slice(&len.to_be_bytes());
-            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-            let mut len = [0u8; 2];
-            if s.write_all(&q).is_ok() && s.read_exact(&mut len).is_ok() {
-                return true;
-            }
+        if crate::client::answers_as(addr, identity, Duration::from_millis(200)) {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
