@@ -293,6 +293,11 @@ struct State {
     rng: Mutex<XorShift>,
     /// UDP datagrams dropped by `DropFirst` or `Loss`.
     dropped: AtomicUsize,
+    /// splitdns's loop markers seen: a datagram repeating one is a retransmitted copy of
+    /// a query already counted (same exchange, new ID).
+    markers: Mutex<std::collections::HashSet<String>>,
+    /// UDP datagrams that were such copies.
+    copies: AtomicUsize,
 }
 
 impl State {
@@ -331,6 +336,8 @@ impl Fake {
             per_name: Mutex::new(HashMap::new()),
             rng: Mutex::new(XorShift(0x9e37_79b9_7f4a_7c15)),
             dropped: AtomicUsize::new(0),
+            markers: Mutex::new(std::collections::HashSet::new()),
+            copies: AtomicUsize::new(0),
         });
         let tasks = vec![
             tokio::spawn(serve_udp(Arc::new(udp), state.clone())),
@@ -374,9 +381,13 @@ impl Fake {
         self.state.dropped.load(Ordering::SeqCst)
     }
 
-    /// Queries received over either transport.
+    /// Times this server was asked, over either transport: a UDP datagram that is a
+    /// retransmitted copy of one already received (splitdns resends a query with the same
+    /// loop marker and a new ID when its RTO passes, as happens on a loaded machine) is not
+    /// counted again. [`Fake::udp_count`] counts every datagram.
     pub fn count(&self) -> usize {
-        self.udp_count() + self.tcp_count()
+        (self.udp_count() + self.tcp_count())
+            .saturating_sub(self.state.copies.load(Ordering::SeqCst))
     }
 
     /// Wait (bounded) until this server has received at least one query.
@@ -444,11 +455,26 @@ async fn serve_udp(socket: Arc<UdpSocket>, state: Arc<State>) {
             continue;
         };
         state.udp.fetch_add(1, Ordering::SeqCst);
+        if let Some(marker) = loop_marker(&query) {
+            if !state.markers.lock().expect("markers lock").insert(marker) {
+                state.copies.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         record_seen(&state, &query, "udp", peer);
         let socket = socket.clone();
         let state = state.clone();
         tokio::spawn(async move { reply_udp(&socket, &state, &query, peer).await });
     }
+}
+
+/// splitdns's loop-marker option (EDNS option 65353) in `query`, as text, if it has one.
+fn loop_marker(query: &Message) -> Option<String> {
+    let edns = query.edns.as_ref()?;
+    edns.options()
+        .options
+        .iter()
+        .find(|(code, _)| u16::from(*code) == 65353)
+        .map(|(_, opt)| format!("{opt:?}"))
 }
 
 /// True if this UDP datagram is to be dropped under [`Behaviour::DropFirst`] or

@@ -299,7 +299,7 @@ fn lost_datagram_to_the_only_server_is_retried() {
         let r = client.await.unwrap();
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
         assert_eq!(rdata_strings(&r.answers), ["93.184.216.34"]);
-        assert_eq!(a.count(), 2, "asked twice: the lost try and the retry");
+        assert_eq!(a.udp_count(), 2, "asked twice: the lost try and the retry");
         let ev = d.event_for("www.example.com").await;
         let outcomes: Vec<String> = ev.attempts.iter().map(|t| t.outcome.clone()).collect();
         assert_eq!(outcomes, ["timeout", "answer"]);
