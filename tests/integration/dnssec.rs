@@ -439,10 +439,15 @@ async fn start_unbound(lab: &Lab) -> Unbound {
     let dir = crate::daemon::TempDir::new("unbound");
     for _ in 0..3 {
         let identity = client::unique_identity("unbound");
-        let port = {
-            let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            u.local_addr().unwrap().port()
-        };
+        // Free for UDP and TCP a moment ago (unbound binds both).
+        let port = (0..20)
+            .find_map(|_| {
+                let u = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+                let port = u.local_addr().ok()?.port();
+                std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+                Some(port)
+            })
+            .expect("a port free for UDP and TCP");
         // Every lab zone as a stub on nsd: the delegations name 127.0.0.1 port 53, where
         // nothing of ours listens, so unbound must not follow them.
         let nsd = format!("{}@{}", lab.addr.ip(), lab.addr.port());
@@ -482,7 +487,7 @@ async fn start_unbound(lab: &Lab) -> Unbound {
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("unbound.log")).expect("unbound log"))
             .spawn()
             .expect("spawn unbound (apt-get install unbound)");
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -503,7 +508,10 @@ async fn start_unbound(lab: &Lab) -> Unbound {
         let _ = child.kill();
         let _ = child.wait();
     }
-    panic!("unbound did not start on the lab");
+    panic!(
+        "unbound did not start on the lab; its log:\n{}",
+        std::fs::read_to_string(dir.join("unbound.log")).unwrap_or_default()
+    );
 }
 
 #[test]
