@@ -12,7 +12,8 @@
 #                  OUTDIR/anchor.key (DNSKEY form)
 #   tld.           signed, NSEC
 #   sec.tld.       signed, NSEC: www A, a wildcard *.wild, a CNAME to an expansion of it,
-#                  a CNAME chain into n3.tld., TXT
+#                  CNAMEs into n3.tld. (far), insec.tld. (toinsec), altered.tld. (toaltered),
+#                  TXT
 #   insec.tld.     unsigned; tld. proves there is no DS (a provably insecure delegation)
 #   bogus.tld.     signed, but the DS in tld. names a key the zone does not have
 #   expired.tld.   signed with signatures that expired in 2020
@@ -81,6 +82,8 @@ cat >>sec.tld.zone <<'Z'
 alias.sec.tld. IN CNAME www.sec.tld.
 towild.sec.tld. IN CNAME y.wild.sec.tld.
 far.sec.tld. IN CNAME www.n3.tld.
+toinsec.sec.tld. IN CNAME www.insec.tld.
+toaltered.sec.tld. IN CNAME www.altered.tld.
 Z
 keys sec.tld K_SEC
 sign sec.tld sec.tld.zone "$K_SEC"

@@ -558,3 +558,163 @@ fn agrees_with_a_validating_unbound_on_the_same_lab() {
         }
     });
 }
+
+#[test]
+fn cname_chains_across_zones_validate_each_link() {
+    bounded(LIMIT, async {
+        let lab = Lab::start().await;
+        // A recursive upstream (unbound on the lab) follows CNAMEs into other zones, as the
+        // resolvers splitdns forwards to do; nsd alone stops at the zone's edge. Asked with
+        // CD=1, unbound hands over the data whatever it thinks of it: splitdns judges.
+        let unbound = start_unbound(&lab).await;
+        let body = format!(
+            "[dnssec]\ntrust_anchor_file = {}\n[[zone]]\nname = \".\"\nservers = [{}]\ndnssec = \"validate\"\n",
+            toml_str(&lab.anchor_ds.to_string_lossy()),
+            toml_str(&unbound.addr.to_string()),
+        );
+        let d = Daemon::start(&body).await;
+
+        // sec.tld (NSEC) → n3.tld (NSEC3): both links signed → secure.
+        let g = ask(&d, "far.sec.tld.", RecordType::A, DO).await;
+        assert_eq!(addrs(&g.msg), ["192.0.2.6"], "{:?}", g.ev.dnssec);
+        assert!(g
+            .msg
+            .answers
+            .iter()
+            .any(|r| r.record_type() == RecordType::CNAME));
+        assert!(g.msg.metadata.authentic_data, "{:?}", g.ev.dnssec);
+        assert_eq!(outcome(&g.ev).as_deref(), Some("secure"));
+
+        // sec.tld → insec.tld (a provably unsigned delegation): the data, insecure, no AD.
+        let g = ask(&d, "toinsec.sec.tld.", RecordType::A, DO).await;
+        assert_eq!(addrs(&g.msg), ["192.0.2.2"], "{:?}", g.ev.dnssec);
+        assert!(!g.msg.metadata.authentic_data);
+        assert_eq!(
+            outcome(&g.ev).as_deref(),
+            Some("insecure"),
+            "{:?}",
+            g.ev.dnssec
+        );
+
+        // sec.tld → altered.tld (data changed after signing): bogus, and neither link's
+        // data reaches the client.
+        let g = ask(&d, "toaltered.sec.tld.", RecordType::A, DO).await;
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::ServFail);
+        assert!(g.msg.answers.is_empty());
+        assert_eq!(outcome(&g.ev).as_deref(), Some("bogus"));
+    });
+}
+
+/// A UDP relay in front of the lab's nsd that records every question it passes on, so a
+/// test can tell which route a lookup took. Each exchange waits at most 2 s; the relay
+/// stops when dropped.
+struct Relay {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, RecordType)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Relay {
+        use std::sync::{Arc, Mutex};
+        let sock = Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind relay"),
+        );
+        let addr = sock.local_addr().expect("relay addr");
+        let seen: Arc<Mutex<Vec<(String, RecordType)>>> = Arc::default();
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let pkt = buf[..n].to_vec();
+                if let Ok(m) = Message::from_vec(&pkt) {
+                    if let Some(q) = m.queries.first() {
+                        let name = q.name().to_ascii().to_ascii_lowercase();
+                        log.lock().unwrap().push((name, q.query_type()));
+                    }
+                }
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    let Ok(up) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+                        return;
+                    };
+                    if up.send_to(&pkt, target).await.is_err() {
+                        return;
+                    }
+                    let mut b = vec![0u8; 65_535];
+                    if let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_secs(2), up.recv(&mut b)).await
+                    {
+                        let _ = sock.send_to(&b[..n], from).await;
+                    }
+                });
+            }
+        });
+        Relay { addr, seen, task }
+    }
+
+    fn asked(&self, name: &str, t: RecordType) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(n, qt)| n == name && *qt == t)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[test]
+fn ds_for_a_routed_zone_apex_goes_to_the_parent_route() {
+    bounded(LIMIT, async {
+        let lab = Lab::start().await;
+        // `.` and `sec.tld` each have a route of their own (both relays reach the same
+        // nsd, which serves the parent and the child side of every cut).
+        let parent = Relay::start(lab.addr).await;
+        let child = Relay::start(lab.addr).await;
+        let body = format!(
+            "[dnssec]\ntrust_anchor_file = {}\n\
+             [[zone]]\nname = \".\"\nservers = [{}]\ndnssec = \"validate\"\n\
+             [[zone]]\nname = \"sec.tld\"\nservers = [{}]\ndnssec = \"validate\"\n",
+            toml_str(&lab.anchor_ds.to_string_lossy()),
+            toml_str(&parent.addr.to_string()),
+            toml_str(&child.addr.to_string()),
+        );
+        let d = Daemon::start(&body).await;
+        let g = ask(&d, "www.sec.tld.", RecordType::A, DO).await;
+        assert!(g.msg.metadata.authentic_data, "{:?}", g.ev.dnssec);
+        assert_eq!(outcome(&g.ev).as_deref(), Some("secure"));
+        // The chain's DS for sec.tld's apex went to the parent's route, never the child's;
+        // the child's own data and keys came from its route.
+        assert!(
+            parent.asked("sec.tld.", RecordType::DS),
+            "{:?}",
+            parent.seen
+        );
+        assert!(!child.asked("sec.tld.", RecordType::DS), "{:?}", child.seen);
+        assert!(
+            child.asked("sec.tld.", RecordType::DNSKEY),
+            "{:?}",
+            child.seen
+        );
+        assert!(
+            child.asked("www.sec.tld.", RecordType::A),
+            "{:?}",
+            child.seen
+        );
+        assert!(!parent.asked("www.sec.tld.", RecordType::A));
+        // And the parent's own DS (tld) and keys went to the parent.
+        assert!(parent.asked("tld.", RecordType::DS), "{:?}", parent.seen);
+        assert!(
+            parent.asked("tld.", RecordType::DNSKEY),
+            "{:?}",
+            parent.seen
+        );
+    });
+}
