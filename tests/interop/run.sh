@@ -8,7 +8,7 @@
 #   SPLITDNS      splitdns binary (default: target/release/splitdns)
 #   N_RACE        lookups for the race scenario (default 500)
 #   N_FIX         lookups per name and libc for the fix scenario (default 2000)
-#   SCENARIOS     space-separated subset of: race fix dhcp check diff (default: all)
+#   SCENARIOS     space-separated subset of: race fix dhcp check diff dnssec (default: all)
 #   KEEP_WORK=1   keep the temporary work directory for inspection
 #
 # Needs root and: iproute2 (ip netns), util-linux (unshare, mount), coreutils
@@ -27,7 +27,7 @@ HERE=$ROOT/tests/interop
 SPLITDNS=${SPLITDNS:-$ROOT/target/release/splitdns}
 N_RACE=${N_RACE:-500}
 N_FIX=${N_FIX:-2000}
-SCENARIOS=${SCENARIOS:-race fix dhcp check diff}
+SCENARIOS=${SCENARIOS:-race fix dhcp check diff dnssec}
 # Upper bound on how long any daemon started here may live.
 LIFETIME=${LIFETIME:-300}
 # Scenarios that would start after this many seconds are skipped (and fail).
@@ -1070,6 +1070,135 @@ scenario_check() {
 	fi
 }
 
+# ------------------------------------------------------- 6. DNSSEC ---
+
+# name type expected-outcome: the lab's answers splitdns and a validating unbound
+# must agree on (rcode, AD, answer records), one per kind of verdict.
+DNSSEC_QUERIES='www.sec.tld A secure
+www.sec.tld AAAA secure-nodata
+nope.sec.tld A secure-nxdomain
+alias.sec.tld A secure-cname
+x.wild.sec.tld A secure-wildcard
+x.wild.n3.tld A secure-wildcard-nsec3
+www.n3.tld A secure-nsec3
+nope.n3.tld A secure-nsec3-nxdomain
+www.insec.tld A insecure
+nope.n3many.tld A insecure-nsec3-iterations
+www.bogus.tld A bogus-dnskey
+www.expired.tld A bogus-expired
+www.altered.tld A bogus-altered
+x.gone.wcbad.tld A bogus-wildcard-no-proof
+x.twisted.wcbad.tld A bogus-wildcard-altered-proof'
+
+# dnssec_sig FILE: rcode, the AD bit and the sorted answer records (no TTLs, no
+# RRSIGs) of a dig reply.
+dnssec_sig() {
+	awk '
+	/->>HEADER<<-/ { for (i = 1; i <= NF; i++) if ($i == "status:") { s = $(i + 1); sub(",", "", s); print "rcode=" s } }
+	/^;; flags:/ { print "ad=" (($0 ~ /flags:[^;]* ad[ ;]/) ? 1 : 0) }
+	/^;; ANSWER SECTION:/ { sec = 1; next }
+	/^;; / || /^$/ { sec = 0 }
+	sec && !/^;/ && $4 != "RRSIG" { $2 = ""; r = tolower($0); gsub(/[ \t]+/, " ", r); print "rr=" r }
+	' "$1" | sort
+}
+
+scenario_dnssec() {
+	local ns name type want s u same=0 total=0 bad=() secure=0 bogus=0
+	log "dnssec: splitdns vs a validating unbound on the signed lab (nsd)"
+	if ! command -v nsd >/dev/null 2>&1 || ! command -v ldns-signzone >/dev/null 2>&1; then
+		fail dnssec "nsd or ldnsutils not installed (apt-get install nsd ldnsutils)"
+		return
+	fi
+	new_ns dnssec
+	ns=$NS
+	if ! bash "$ROOT/tests/dnssec-lab/build.sh" "$WORK/lab" 53 >"$WORK/dnssec-build.log" 2>&1; then
+		fail dnssec "tests/dnssec-lab/build.sh failed (see $WORK/dnssec-build.log)"
+		return
+	fi
+	sed -i 's/ip-address: 127\.0\.0\.1@53/ip-address: 127.0.0.7@53/' "$WORK/lab/nsd.conf"
+	bg "$ns" dnssec-nsd nsd -d -c "$WORK/lab/nsd.conf"
+	{
+		cat <<-EOF
+		server:
+		    interface: 127.0.0.8
+		    port: 53
+		    do-ip6: no
+		    num-threads: 1
+		    chroot: ""
+		    username: ""
+		    directory: "$WORK"
+		    pidfile: ""
+		    use-syslog: no
+		    logfile: ""
+		    verbosity: 0
+		    module-config: "validator iterator"
+		    trust-anchor-file: "$WORK/lab/anchor.ds"
+		    do-not-query-localhost: no
+		    access-control: 127.0.0.0/8 allow
+		remote-control:
+		    control-enable: no
+		EOF
+		# Every lab zone as a stub on nsd (the delegations' glue says 127.0.0.1).
+		for z in . tld sec.tld insec.tld bogus.tld expired.tld altered.tld n3.tld n3many.tld wcbad.tld; do
+			printf 'stub-zone:\n    name: "%s"\n    stub-addr: 127.0.0.7\n' "$z"
+		done
+	} >"$WORK/dnssec-unbound.conf"
+	bg "$ns" dnssec-unbound unbound -d -c "$WORK/dnssec-unbound.conf"
+	cat >"$WORK/dnssec.toml" <<-EOF
+	listen = ["127.0.0.9:53"]
+
+	[events]
+	output = "$WORK/dnssec-events.jsonl"
+
+	[dnssec]
+	trust_anchor_file = "$WORK/lab/anchor.ds"
+
+	[[zone]]
+	name = "."
+	servers = ["127.0.0.7"]
+	dnssec = "validate"
+	EOF
+	if ! splitdns_start "$ns" "$WORK/dnssec.toml" dnssec; then
+		fail dnssec "splitdns did not start (see $WORK/dnssec-splitdns.log)"
+		return
+	fi
+	for s in 127.0.0.7 127.0.0.8 127.0.0.9; do
+		if ! wait_dns "$ns" "$s" www.sec.tld 192.0.2.1; then
+			fail dnssec "$s does not answer www.sec.tld (see $WORK/dnssec-*.log)"
+			return
+		fi
+	done
+	: >"$WORK/dnssec-report.txt"
+	while read -r name type want; do
+		[ -n "$name" ] || continue
+		total=$((total + 1))
+		for s in 127.0.0.9 127.0.0.8; do
+			timeout 10 ip netns exec "$ns" dig +time=2 +tries=1 +nocookie +dnssec "@$s" "$name" "$type" \
+				>"$WORK/dnssec-$name-$type-$s.txt" 2>&1
+		done
+		s=$(dnssec_sig "$WORK/dnssec-$name-$type-127.0.0.9.txt" | tr '\n' ' ')
+		u=$(dnssec_sig "$WORK/dnssec-$name-$type-127.0.0.8.txt" | tr '\n' ' ')
+		printf '%-22s %-5s %-28s splitdns: %s\n%-57s unbound:  %s\n' "$name" "$type" "$want" "$s" "" "$u" \
+			>>"$WORK/dnssec-report.txt"
+		if [ "$s" = "$u" ] && [ -n "$s" ]; then
+			same=$((same + 1))
+		else
+			bad+=("$name/$type")
+		fi
+		case $s in *"ad=1"*) secure=$((secure + 1)) ;; esac
+		case $s in *"rcode=SERVFAIL"*) bogus=$((bogus + 1)) ;; esac
+	done <<<"$DNSSEC_QUERIES"
+	log "dnssec report:"
+	sed 's/^/    /' "$WORK/dnssec-report.txt" >&2
+	if [ "${#bad[@]}" -gt 0 ]; then
+		fail dnssec "${#bad[@]} of $total answers differ from unbound's: ${bad[*]}"
+	elif [ "$secure" -lt 8 ] || [ "$bogus" -lt 5 ]; then
+		fail dnssec "agreed on $total, but only $secure secure and $bogus SERVFAIL (want 8 and 5): the lab is not what it should be"
+	else
+		pass dnssec "$same of $total answers agree with a validating unbound (rcode, AD, records): $secure secure (AD=1), $bogus bogus (SERVFAIL), $((total - secure - bogus)) insecure"
+	fi
+}
+
 # ---------------------------------------------------------------- main ---
 
 main() {
@@ -1099,6 +1228,7 @@ main() {
 		dhcp) scenario_dhcp ;;
 		check) scenario_check ;;
 		diff) scenario_diff ;;
+		dnssec) scenario_dnssec ;;
 		*) echo "interop: unknown scenario $s" >&2; exit 2 ;;
 		esac
 	done
