@@ -86,7 +86,9 @@ pub async fn udp_loop(
         };
         let pkt = pkt.to_vec();
         let (sock, shared) = (sock.clone(), shared.clone());
-        tracker.spawn(async move {
+        // Boxed: the resolve future is several KB, and an unboxed one is copied a few
+        // times on its way into the task (and needs an aligned allocation).
+        tracker.spawn(Box::pin(async move {
             let _permit = permit;
             let mut ev = QueryEvent::new(SystemTime::now(), src, Proto::Udp);
             let reply = forward::resolve(&shared, &pkt, Proto::Udp, received, &mut ev).await;
@@ -97,7 +99,7 @@ pub async fn udp_loop(
             }
             ev.duration = received.elapsed();
             shared.events.emit(ev);
-        });
+        }));
     }
 }
 

@@ -60,13 +60,22 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(buf.get(i..).unwrap_or(&[]));
 }
 
-fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
-    let start = out.len();
-    push_u64(out, n);
-    let len = out.len() - start;
-    if len < width {
-        out.splice(start..start, std::iter::repeat_n(b'0', width - len));
+/// Appends `n` in at least `width` digits, zero-padded (`width` at most 20).
+fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
     }
+    let start = i.min(buf.len().saturating_sub(width));
+    out.extend_from_slice(buf.get(start..).unwrap_or(&[]));
 }
 
 fn push_addr(out: &mut Vec<u8>, a: SocketAddr) {
@@ -143,6 +152,12 @@ fn civil(out: &mut Vec<u8>, secs: u64) {
 /// Writes `s` as a JSON string (quotes included).
 fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        // The usual case (names from the config, mnemonics): nothing to escape.
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
@@ -173,8 +188,16 @@ fn json_name(out: &mut Vec<u8>, wire: &[u8]) {
         let Some(label) = wire.get(pos + 1..pos + 1 + usize::from(len)) else {
             break;
         };
+        let plain = |b: u8| b.is_ascii_graphic() && b != b'.' && b != b'\\' && b != b'"';
+        if label.iter().all(|&b| plain(b)) {
+            out.extend_from_slice(label);
+            out.push(b'.');
+            wrote = true;
+            pos += 1 + usize::from(len);
+            continue;
+        }
         for &b in label {
-            if b.is_ascii_graphic() && b != b'.' && b != b'\\' && b != b'"' {
+            if plain(b) {
                 out.push(b);
             } else {
                 out.extend_from_slice(b"\\\\");
@@ -274,6 +297,8 @@ impl QueryEvent {
     }
 
     pub(super) fn write_json_with(&self, out: &mut Vec<u8>, time: &mut TimeCache) {
+        // One growth check for the usual line (a few hundred bytes) instead of many.
+        out.reserve(768 + 128 * self.attempts.len());
         out.extend_from_slice(b"{\"@timestamp\":\"");
         time.write(out, self.timestamp);
         out.extend_from_slice(b"\",\"ecs\":{\"version\":\"");

@@ -57,14 +57,20 @@ const MAX_CELLS: usize = 4_096;
 /// The zone / upstream label used for folded cells.
 pub const OTHER: &str = "(other)";
 
-/// Which shard this thread records into. A process-wide counter hands each new thread the
-/// next index once; a thread-local read is cheaper than hashing the thread's id per query.
-fn shard_index() -> usize {
+/// A small number naming this thread, handed out once per thread by a process-wide
+/// counter: a thread-local read is cheaper than hashing the thread's id per query. The
+/// stats shards and the event lanes are picked by it.
+pub(super) fn thread_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
     }
     INDEX.with(|i| *i)
+}
+
+/// Which shard this thread records into.
+fn shard_index() -> usize {
+    thread_index() % SHARDS
 }
 
 /// Queries by label set, with their latency distribution.
