@@ -44,7 +44,24 @@ fn qtype_name(t: u16) -> std::borrow::Cow<'static, str> {
 }
 
 /// Appends the decimal digits of `n` (no allocation, no `fmt` machinery).
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    // Most numbers in an event (octets, counts, small ports) have at most three digits:
+    // pushed one by one, without a copy of variable length.
+    if n < 10 {
+        out.push(b'0' + n as u8);
+    } else if n < 100 {
+        out.push(b'0' + (n / 10) as u8);
+        out.push(b'0' + (n % 10) as u8);
+    } else if n < 1000 {
+        out.push(b'0' + (n / 100) as u8);
+        out.push(b'0' + (n / 10 % 10) as u8);
+        out.push(b'0' + (n % 10) as u8);
+    } else {
+        push_u64_long(out, n);
+    }
+}
+
+fn push_u64_long(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -238,28 +255,37 @@ fn push_tls(out: &mut Vec<u8>, t: TlsConn) {
     }
 }
 
+/// The ECS version as a literal, so it can be spliced into the constant parts of a line.
+macro_rules! ecs_version {
+    () => {
+        "8.11.0"
+    };
+}
+
 /// ECS version the field names follow.
-pub const ECS_VERSION: &str = "8.11.0";
+pub const ECS_VERSION: &str = ecs_version!();
 
 /// `dns.header_flags` of the reply: the flags ECS lists (AA, TC, RD, RA, AD, CD, DO).
 fn push_header_flags(out: &mut Vec<u8>, flags: u16, dnssec_ok: bool) {
-    const BITS: [(u16, &[u8]); 6] = [
-        (0x0400, b"AA"),
-        (0x0200, b"TC"),
-        (0x0100, b"RD"),
-        (0x0080, b"RA"),
-        (0x0020, b"AD"),
-        (0x0010, b"CD"),
+    const BITS: [(u16, [u8; 2]); 6] = [
+        (0x0400, *b"AA"),
+        (0x0200, *b"TC"),
+        (0x0100, *b"RD"),
+        (0x0080, *b"RA"),
+        (0x0020, *b"AD"),
+        (0x0010, *b"CD"),
     ];
     out.push(b'[');
     let mut first = true;
-    let mut put = |out: &mut Vec<u8>, name: &[u8]| {
+    // Byte by byte: two-letter names need no copy call.
+    let mut put = |out: &mut Vec<u8>, [a, b]: [u8; 2]| {
         if !first {
             out.push(b',');
         }
         first = false;
         out.push(b'"');
-        out.extend_from_slice(name);
+        out.push(a);
+        out.push(b);
         out.push(b'"');
     };
     for (bit, name) in BITS {
@@ -268,7 +294,7 @@ fn push_header_flags(out: &mut Vec<u8>, flags: u16, dnssec_ok: bool) {
         }
     }
     if dnssec_ok {
-        put(out, b"DO");
+        put(out, *b"DO");
     }
     out.push(b']');
 }
@@ -301,15 +327,20 @@ impl QueryEvent {
         out.reserve(768 + 128 * self.attempts.len());
         out.extend_from_slice(b"{\"@timestamp\":\"");
         time.write(out, self.timestamp);
-        out.extend_from_slice(b"\",\"ecs\":{\"version\":\"");
-        out.extend_from_slice(ECS_VERSION.as_bytes());
-        out.extend_from_slice(b"\"},\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\"type\":[\"protocol\"],\"dataset\":\"splitdns.query\",\"outcome\":\"");
+        // Constant runs are written in one piece each (fewer, longer copies).
+        out.extend_from_slice(
+            concat!(
+                "\",\"ecs\":{\"version\":\"",
+                ecs_version!(),
+                "\"},\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\"type\":[\"protocol\"],\"dataset\":\"splitdns.query\",\"outcome\":\""
+            )
+            .as_bytes(),
+        );
         out.extend_from_slice(if self.error.is_some() {
-            b"failure" as &[u8]
+            b"failure\",\"duration\":" as &[u8]
         } else {
-            b"success"
+            b"success\",\"duration\":"
         });
-        out.extend_from_slice(b"\",\"duration\":");
         push_u64(
             out,
             u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX),
@@ -318,15 +349,23 @@ impl QueryEvent {
         push_ip(out, self.client);
         out.extend_from_slice(b"\",\"port\":");
         push_u64(out, u64::from(self.client.port()));
-        out.extend_from_slice(b"},\"network\":{\"transport\":\"");
-        out.extend_from_slice(self.proto.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"protocol\":\"dns\"},\"dns\":{\"type\":\"");
-        out.extend_from_slice(if self.rcode.is_some() {
-            b"answer" as &[u8]
-        } else {
-            b"query"
+        out.extend_from_slice(match self.proto {
+            super::Proto::Udp => {
+                b"},\"network\":{\"transport\":\"udp\",\"protocol\":\"dns\"},\"dns\":{\"type\":\""
+                    as &[u8]
+            }
+            super::Proto::Tcp => {
+                b"},\"network\":{\"transport\":\"tcp\",\"protocol\":\"dns\"},\"dns\":{\"type\":\""
+            }
+            super::Proto::Tls => {
+                b"},\"network\":{\"transport\":\"tls\",\"protocol\":\"dns\"},\"dns\":{\"type\":\""
+            }
         });
-        out.push(b'"');
+        out.extend_from_slice(if self.rcode.is_some() {
+            b"answer\"" as &[u8]
+        } else {
+            b"query\""
+        });
         if let Some(id) = self.id {
             out.extend_from_slice(b",\"id\":");
             push_u64(out, u64::from(id));

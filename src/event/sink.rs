@@ -460,14 +460,16 @@ impl Writer {
                 continue;
             }
             n += self.batch.len();
+            // Formatted in place (no move of each event out of the batch), then dropped.
             let mut batch = std::mem::take(&mut self.batch);
-            for ev in batch.drain(..) {
+            for ev in &batch {
                 if self.deadline.is_some() && self.out_of_time() {
                     self.lost += 1;
                 } else {
-                    self.push(&ev);
+                    self.push(ev);
                 }
             }
+            batch.clear();
             self.batch = batch;
         }
         n
