@@ -102,10 +102,68 @@ struct AttemptCell {
 
 #[derive(Default)]
 struct Shard {
-    queries: HashTable<QueryCell>,
-    attempts: HashTable<AttemptCell>,
+    queries: Cells<QueryCell>,
+    attempts: Cells<AttemptCell>,
     /// `error` strings are `&'static str` from a fixed set; a short list.
     errors: Vec<(&'static str, u64)>,
+}
+
+/// Counter cells of one kind, found by label set; the cell used last is tried first
+/// (consecutive queries on a thread mostly share their labels), so the usual record
+/// neither hashes nor clones a label.
+struct Cells<C> {
+    cells: Vec<C>,
+    /// Positions in `cells`, by the hash of their labels.
+    index: HashTable<usize>,
+    last: usize,
+}
+
+impl<C> Default for Cells<C> {
+    fn default() -> Self {
+        Cells {
+            cells: Vec::new(),
+            index: HashTable::new(),
+            last: usize::MAX,
+        }
+    }
+}
+
+impl<C> Cells<C> {
+    fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, C> {
+        self.cells.iter()
+    }
+
+    /// The position of the cell `is` accepts; `hash` is only computed when the last cell
+    /// used is not it.
+    fn find(&mut self, hash: impl FnOnce() -> u64, is: impl Fn(&C) -> bool) -> Option<usize> {
+        if self.cells.get(self.last).is_some_and(&is) {
+            return Some(self.last);
+        }
+        let cells = &self.cells;
+        let found = self
+            .index
+            .find(hash(), |&i| cells.get(i).is_some_and(&is))
+            .copied();
+        if let Some(i) = found {
+            self.last = i;
+        }
+        found
+    }
+
+    /// Adds a cell whose labels hash to `hash` (`rehash` gives any cell's) and returns it.
+    fn insert(&mut self, hash: u64, cell: C, rehash: impl Fn(&C) -> u64) -> Option<&mut C> {
+        let i = self.cells.len();
+        self.cells.push(cell);
+        let cells = &self.cells;
+        self.index
+            .insert_unique(hash, i, |&j| cells.get(j).map_or(0, &rehash));
+        self.last = i;
+        self.cells.get_mut(i)
+    }
 }
 
 /// One shard per cache line pair, so two recording threads never false-share.
@@ -186,31 +244,34 @@ impl Stats {
         let mut shard = lock(m);
         let shard = &mut *shard;
         let ns = u64::try_from(ev.duration.as_nanos()).unwrap_or(u64::MAX);
-        let cell = query_cell(
+        if let Some(cell) = query_cell(
             &mut shard.queries,
             ev.zone.as_ref(),
             ev.proto,
             ev.cache,
             ev.rcode,
-        );
-        cell.count += 1;
-        cell.sum_ns = cell.sum_ns.saturating_add(ns);
-        if let Some(b) = BUCKETS_NS
-            .iter()
-            .position(|&le| ns <= le)
-            .and_then(|i| cell.buckets.get_mut(i))
-        {
-            *b += 1;
+        ) {
+            cell.count += 1;
+            cell.sum_ns = cell.sum_ns.saturating_add(ns);
+            if let Some(b) = BUCKETS_NS
+                .iter()
+                .position(|&le| ns <= le)
+                .and_then(|i| cell.buckets.get_mut(i))
+            {
+                *b += 1;
+            }
+            cell.failovers += failovers(ev);
         }
-        cell.failovers += failovers(ev);
         for a in &ev.attempts {
-            let cell = attempt_cell(
+            let Some(cell) = attempt_cell(
                 &mut shard.attempts,
                 ev.zone.as_ref(),
                 a.server,
                 a.proto,
                 a.outcome,
-            );
+            ) else {
+                continue;
+            };
             cell.count += 1;
             cell.sum_ns = cell
                 .sum_ns
@@ -278,37 +339,44 @@ fn label_zone(z: Option<&str>) -> String {
 }
 
 fn query_cell<'a>(
-    table: &'a mut HashTable<QueryCell>,
+    table: &'a mut Cells<QueryCell>,
     zone: Option<&Arc<str>>,
     proto: Proto,
     cache: CacheStatus,
     rcode: Option<u16>,
-) -> &'a mut QueryCell {
-    let mut zone = zone;
-    let other: Arc<str>;
-    if table.len() >= MAX_CELLS {
-        let z = zone.map(|z| &**z);
-        let h = query_hash(z, proto, cache, rcode);
-        let known = table
-            .find(h, |c| {
-                c.zone.as_deref() == z && c.proto == proto && c.cache == cache && c.rcode == rcode
-            })
-            .is_some();
-        if !known {
-            other = Arc::from(OTHER);
-            zone = Some(&other);
-        }
-    }
+) -> Option<&'a mut QueryCell> {
     let z = zone.map(|z| &**z);
-    let hash = query_hash(z, proto, cache, rcode);
-    let entry = table.entry(
-        hash,
+    let found = table.find(
+        || query_hash(z, proto, cache, rcode),
         |c| c.zone.as_deref() == z && c.proto == proto && c.cache == cache && c.rcode == rcode,
-        |c| query_hash(c.zone.as_deref(), c.proto, c.cache, c.rcode),
     );
-    entry
-        .or_insert_with(|| QueryCell {
-            zone: zone.cloned(),
+    if let Some(i) = found {
+        return table.cells.get_mut(i);
+    }
+    // A new label set; past the bound, it is folded into `(other)`.
+    let zone: Option<Arc<str>> = if table.len() >= MAX_CELLS {
+        let other = Some(OTHER);
+        let found = table.find(
+            || query_hash(other, proto, cache, rcode),
+            |c| {
+                c.zone.as_deref() == other
+                    && c.proto == proto
+                    && c.cache == cache
+                    && c.rcode == rcode
+            },
+        );
+        if let Some(i) = found {
+            return table.cells.get_mut(i);
+        }
+        Some(Arc::from(OTHER))
+    } else {
+        zone.cloned()
+    };
+    let hash = query_hash(zone.as_deref(), proto, cache, rcode);
+    table.insert(
+        hash,
+        QueryCell {
+            zone,
             proto,
             cache,
             rcode,
@@ -316,55 +384,61 @@ fn query_cell<'a>(
             sum_ns: 0,
             buckets: [0; BUCKETS_NS.len()],
             failovers: 0,
-        })
-        .into_mut()
+        },
+        |c| query_hash(c.zone.as_deref(), c.proto, c.cache, c.rcode),
+    )
 }
 
 fn attempt_cell<'a>(
-    table: &'a mut HashTable<AttemptCell>,
+    table: &'a mut Cells<AttemptCell>,
     zone: Option<&Arc<str>>,
     server: SocketAddr,
     proto: Proto,
     outcome: Outcome,
-) -> &'a mut AttemptCell {
+) -> Option<&'a mut AttemptCell> {
     let z = zone.map(|z| &**z);
-    let mut server = Some(server);
-    let mut zone = zone.cloned();
-    if table.len() >= MAX_CELLS {
-        let h = attempt_hash(z, server, proto, outcome);
-        let known = table
-            .find(h, |c| {
-                c.zone.as_deref() == z
-                    && c.server == server
-                    && c.proto == proto
-                    && c.outcome == outcome
-            })
-            .is_some();
-        if !known {
-            server = None;
-            zone = Some(Arc::from(OTHER));
-        }
-    }
-    let z = zone.as_deref();
-    let hash = attempt_hash(z, server, proto, outcome);
-    let entry = table.entry(
-        hash,
+    let server = Some(server);
+    let found = table.find(
+        || attempt_hash(z, server, proto, outcome),
         |c| {
             c.zone.as_deref() == z && c.server == server && c.proto == proto && c.outcome == outcome
         },
-        |c| attempt_hash(c.zone.as_deref(), c.server, c.proto, c.outcome),
     );
-    entry
-        .or_insert_with(|| AttemptCell {
-            zone: zone.clone(),
+    if let Some(i) = found {
+        return table.cells.get_mut(i);
+    }
+    let (zone, server): (Option<Arc<str>>, _) = if table.len() >= MAX_CELLS {
+        let other = Some(OTHER);
+        let found = table.find(
+            || attempt_hash(other, None, proto, outcome),
+            |c| {
+                c.zone.as_deref() == other
+                    && c.server.is_none()
+                    && c.proto == proto
+                    && c.outcome == outcome
+            },
+        );
+        if let Some(i) = found {
+            return table.cells.get_mut(i);
+        }
+        (Some(Arc::from(OTHER)), None)
+    } else {
+        (zone.cloned(), server)
+    };
+    let hash = attempt_hash(zone.as_deref(), server, proto, outcome);
+    table.insert(
+        hash,
+        AttemptCell {
+            zone,
             server,
             proto,
             outcome,
             count: 0,
             sum_ns: 0,
             last: None,
-        })
-        .into_mut()
+        },
+        |c| attempt_hash(c.zone.as_deref(), c.server, c.proto, c.outcome),
+    )
 }
 
 /// Labels of a query counter. `zone` is empty for queries that matched no zone (refused,
