@@ -1528,6 +1528,13 @@ fn torn_empty_binary_and_huge_servers_files_warn_and_fall_back_without_outage() 
             server.signal("HUP");
             wait_until_used(&fixed, what).await;
             let rss_after = rss_kb(server.pid());
+            // The warning goes through the non-blocking stderr writer and may reach the
+            // pipe a little after the fallback took effect: wait for it (bounded).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while must_warn && warnings(&server).len() == warned_before && Instant::now() < deadline
+            {
+                sleep(Duration::from_millis(20)).await;
+            }
             let new_warnings = warnings(&server).len() - warned_before;
             report.push(format!(
                 "{what}: {new_warnings} warnings, RSS {rss_before} -> {rss_after} kB"
