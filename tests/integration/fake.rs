@@ -468,7 +468,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, state: Arc<State>) {
 }
 
 /// splitdns's loop-marker option (EDNS option 65353) in `query`, as text, if it has one.
-fn loop_marker(query: &Message) -> Option<String> {
+pub fn loop_marker(query: &Message) -> Option<String> {
     let edns = query.edns.as_ref()?;
     edns.options()
         .options

@@ -419,6 +419,8 @@ struct Received {
     source: SocketAddr,
     /// Forged replies sent before the real one.
     forged: usize,
+    /// splitdns's loop marker: the same in a retransmitted copy of a query.
+    marker: Option<String>,
 }
 
 /// An upstream that answers every query correctly (A → `WWW`, other types → NODATA) but
@@ -466,6 +468,7 @@ impl Spoofer {
                     }
                 }
                 rec.lock().unwrap().push(Received {
+                    marker: fake::loop_marker(&q),
                     id: q.metadata.id,
                     qname,
                     source: peer,
@@ -486,11 +489,14 @@ impl Spoofer {
     /// The queries received for `qname` (case-insensitive). Other queries splitdns may
     /// send on its own (a loop probe, say) are not counted.
     fn received(&self, qname: &str) -> Vec<Received> {
+        let mut markers = std::collections::HashSet::new();
         self.received
             .lock()
             .unwrap()
             .iter()
             .filter(|r| r.qname.eq_ignore_ascii_case(qname))
+            // A retransmitted copy (same marker, new ID) is the same question asked once.
+            .filter(|r| r.marker.as_ref().is_none_or(|m| markers.insert(m.clone())))
             .cloned()
             .collect()
     }
