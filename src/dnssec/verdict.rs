@@ -157,12 +157,39 @@ pub fn judge(result: &Result<DnsResponse, NetError>, net_failed: bool) -> Verdic
     } else if ttl_cap.is_none() {
         // Nothing to prove (an empty NOERROR the validator accepted as insecure).
         Verdict::new(DnssecOutcome::Insecure)
+    } else if unproven_nsec_wildcard(msg) {
+        Verdict::bogus(
+            ede::BOGUS,
+            "a wildcard expansion without an NSEC proving that no closer name exists".to_owned(),
+        )
     } else {
         Verdict {
             ttl_cap,
             ..Verdict::new(DnssecOutcome::Secure)
         }
     }
+}
+
+/// True for an answer hickory accepted whose wildcard expansion, proven with NSEC, does not
+/// pass [`wildcard_answer_proven`]: hickory-net 0.26.3 looks for the closest encloser among
+/// the NSEC names, so an NSEC at the *next closer* name (RFC 4592: `b.example` existing
+/// when `a.b.example` is claimed from `*.example`) satisfies it. NSEC3 answers are left to
+/// hickory (its closest-encloser proof hashes the names).
+fn unproven_nsec_wildcard(msg: &Message) -> bool {
+    let expanded = msg.answers.iter().any(|r| match &r.data {
+        RData::DNSSEC(DNSSECRData::RRSIG(s)) => {
+            r.proof == Proof::Secure && s.input().num_labels < r.name.num_labels()
+        }
+        _ => false,
+    });
+    let nsec = msg
+        .authorities
+        .iter()
+        .any(|r| r.record_type() == RecordType::NSEC);
+    let Some(query) = msg.queries.first() else {
+        return expanded && nsec;
+    };
+    expanded && nsec && wildcard_answer_proven(query, msg).is_none()
 }
 
 /// The names are the same (case-insensitive), whatever their FQDN flags.
@@ -193,8 +220,9 @@ fn nsec_covers(owner: &Name, nsec: &NSEC, name: &Name) -> bool {
 /// RFC 4035 §5.3.4 (and RFC 7129 §5.3) for a positive answer from an NSEC-signed zone that
 /// hickory judged bogus: `Some(ttl cap)` when the answer is secure after all, that is when
 ///
-/// - it answers the question (the question's type, or a CNAME chain from it), and every
-///   record in the answer and authority sections was verified secure by hickory;
+/// - it answers the question (the question's type, or a CNAME chain from it, possibly ending
+///   at a target the reply does not carry), and every record in the answer and authority
+///   sections was verified secure by hickory;
 /// - at least one answer rrset is a wildcard expansion (its verifying RRSIG has fewer labels
 ///   than its owner), and for each one, a verified NSEC signed by the same zone (not an
 ///   expanded one, not a parent-side delegation NSEC) covers the owner name (so the name
@@ -236,6 +264,12 @@ pub fn wildcard_answer_proven(query: &HQuery, msg: &Message) -> Option<u32> {
             break;
         };
         at = target.0.clone();
+        // A chain may end at a CNAME whose target the reply does not carry (an
+        // authoritative upstream stops at its zone's edge): that is still the answer.
+        if !msg.answers.iter().any(|r| same_name(&r.name, &at)) {
+            answered = true;
+            break;
+        }
     }
     if !answered {
         return None;
@@ -649,6 +683,62 @@ mod tests {
                 Proof::Secure,
             );
             let m = expansion("x.wild.ex.", 2, cut);
+            assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
+        }
+
+        fn judged(qname: &str, mut m: Message) -> super::super::Verdict {
+            m.add_query(q(qname));
+            let r = hickory_proto::op::DnsResponse::from_message(m).unwrap();
+            super::super::judge(&Ok(r), false)
+        }
+
+        #[test]
+        fn an_expansion_hickory_accepted_must_pass_our_proof_too() {
+            use crate::event::DnssecOutcome;
+            // Proven: stays secure.
+            let good = nsec("*.wild.ex.", "www.ex.", T, Proof::Secure);
+            let v = judged("x.wild.ex.", expansion("x.wild.ex.", 2, good));
+            assert_eq!(v.outcome, DnssecOutcome::Secure, "{v:?}");
+            // `a.b.ex.` claimed from `*.ex.` while `b.ex.` exists (its NSEC covers the
+            // name): hickory-net 0.26.3's verify_nsec, as read, derives the wildcard from
+            // the NSEC names (`*.b.ex.`, which that NSEC covers) and accepts it.
+            let next_closer = nsec("b.ex.", "c.ex.", T, Proof::Secure);
+            let v = judged("a.b.ex.", expansion("a.b.ex.", 1, next_closer));
+            assert_eq!(v.outcome, DnssecOutcome::Bogus, "{v:?}");
+            assert!(v.why.is_some_and(|w| w.1.contains("wildcard")));
+            // Not an expansion: not our business, even with an NSEC around.
+            let v = judged(
+                "x.wild.ex.",
+                expansion("x.wild.ex.", 3, nsec("b.ex.", "c.ex.", T, Proof::Secure)),
+            );
+            assert_eq!(v.outcome, DnssecOutcome::Secure, "{v:?}");
+        }
+
+        #[test]
+        fn a_chain_may_end_at_a_cname_target_the_reply_lacks() {
+            // `x.wild.ex.` CNAME (from `*.wild.ex.`) to a name in another zone, not followed.
+            let mut m = msg(
+                vec![
+                    rec(
+                        "x.wild.ex.",
+                        RData::CNAME(CNAME(n("www.other."))),
+                        Proof::Secure,
+                    ),
+                    sig("x.wild.ex.", RecordType::CNAME, 2, "ex.", Proof::Secure),
+                ],
+                vec![
+                    nsec("*.wild.ex.", "www.ex.", T, Proof::Secure),
+                    sig("*.wild.ex.", RecordType::NSEC, 2, "ex.", Proof::Secure),
+                ],
+            );
+            assert!(wildcard_answer_proven(&q("x.wild.ex."), &m).is_some());
+            // ...but a chain through names the reply carries must reach the question's
+            // type: a CNAME loop is no answer.
+            m.answers.push(rec(
+                "www.other.",
+                RData::CNAME(CNAME(n("x.wild.ex."))),
+                Proof::Secure,
+            ));
             assert_eq!(wildcard_answer_proven(&q("x.wild.ex."), &m), None);
         }
 

@@ -12,6 +12,7 @@
 #                  OUTDIR/anchor.key (DNSKEY form)
 #   tld.           signed, NSEC
 #   sec.tld.       signed, NSEC: www A, a wildcard *.wild, a CNAME to an expansion of it,
+#                  a wildcard CNAME *.cn into n3.tld.,
 #                  CNAMEs into n3.tld. (far), insec.tld. (toinsec), altered.tld. (toaltered),
 #                  TXT
 #   insec.tld.     unsigned; tld. proves there is no DS (a provably insecure delegation)
@@ -81,6 +82,7 @@ cat >>sec.tld.zone <<'Z'
 *.wild.sec.tld. IN A 192.0.2.100
 alias.sec.tld. IN CNAME www.sec.tld.
 towild.sec.tld. IN CNAME y.wild.sec.tld.
+*.cn.sec.tld. IN CNAME www.n3.tld.
 far.sec.tld. IN CNAME www.n3.tld.
 toinsec.sec.tld. IN CNAME www.insec.tld.
 toaltered.sec.tld. IN CNAME www.altered.tld.

@@ -227,6 +227,21 @@ fn wildcard_expansions_validate_and_unproven_ones_stay_bogus() {
             assert!(!has_rrsig(&g.msg), "{name}");
         }
 
+        // A wildcard CNAME into another zone: nsd (authoritative) stops at the CNAME; the
+        // expansion is proven, so the CNAME is the secure answer.
+        let g = ask(&d, "x.cn.sec.tld.", RecordType::A, DO).await;
+        assert_eq!(g.msg.metadata.response_code, ResponseCode::NoError);
+        assert!(
+            g.msg
+                .answers
+                .iter()
+                .any(|r| matches!(&r.data, RData::CNAME(c) if c.0.to_ascii() == "www.n3.tld.")),
+            "{:?}",
+            g.msg.answers
+        );
+        assert!(g.msg.metadata.authentic_data, "{:?}", g.ev.dnssec);
+        assert_eq!(outcome(&g.ev).as_deref(), Some("secure"));
+
         // The NSEC proving the expanded name does not exist was deleted (the zone's apex
         // NSEC, which does not cover the name, comes instead) or altered after signing:
         // the expansion is bogus, and its address never reaches the client.
