@@ -281,30 +281,48 @@ fn cache_hits_carry_the_dnssec_outcome_of_the_validated_reply() {
             assert_eq!(first.ev.cache, "miss", "{name}");
             let dn = first.ev.dnssec.clone().expect("validated miss");
             assert_eq!(dn.outcome, want, "{name}");
-            let hit = ask(&d, name, RecordType::A, how).await;
-            assert_eq!(hit.ev.cache, "hit", "{name}");
-            let got = hit.ev.dnssec.clone().unwrap_or_else(|| {
-                panic!("{name}: a hit on a validating zone carries no dnssec outcome")
-            });
-            assert_eq!(got.outcome, dn.outcome, "{name}");
-            assert_eq!(got.ede, dn.ede, "{name}");
-            assert_eq!(
-                got.reason, dn.reason,
-                "{name}: the EDE text of the cached reply"
-            );
-            assert_eq!((got.chain_lookups, got.chain_upstream), (0, 0), "{name}");
-            // The slow path's hit (TCP) says the same.
-            let mut m = with_edns(query(name, RecordType::A), 1232, how.do_bit);
-            m.metadata.id = m.metadata.id.wrapping_add(1);
-            let id = m.metadata.id;
-            let _ = client::tcp(d.tcp, &m).await;
-            let ev = d.event_with_id(id).await;
-            assert_eq!(ev.cache, "hit", "{name} over TCP");
-            assert_eq!(
-                ev.dnssec.as_ref().map(|x| x.outcome.as_str()),
-                Some(want),
-                "{name} over TCP"
-            );
+            // Bogus replies live BOGUS_TTL (5 s): on a loaded machine one may expire
+            // between queries; that query validates again and re-caches, so try again
+            // (at most 3 rounds).
+            let mut hits = 0;
+            for _round in 0..3 {
+                let hit = ask(&d, name, RecordType::A, how).await;
+                if hit.ev.cache != "hit" {
+                    assert_eq!(
+                        want, "bogus",
+                        "{name}: only a bogus entry expires this soon"
+                    );
+                    continue;
+                }
+                let got = hit.ev.dnssec.clone().unwrap_or_else(|| {
+                    panic!("{name}: a hit on a validating zone carries no dnssec outcome")
+                });
+                assert_eq!(got.outcome, dn.outcome, "{name}");
+                assert_eq!(got.ede, dn.ede, "{name}");
+                assert_eq!(
+                    got.reason, dn.reason,
+                    "{name}: the EDE text of the cached reply"
+                );
+                assert_eq!((got.chain_lookups, got.chain_upstream), (0, 0), "{name}");
+                // The slow path's hit (TCP) says the same.
+                let mut m = with_edns(query(name, RecordType::A), 1232, how.do_bit);
+                m.metadata.id = m.metadata.id.wrapping_add(1);
+                let id = m.metadata.id;
+                let _ = client::tcp(d.tcp, &m).await;
+                let ev = d.event_with_id(id).await;
+                assert_eq!(
+                    ev.dnssec.as_ref().map(|x| x.outcome.as_str()),
+                    Some(want),
+                    "{name} over TCP"
+                );
+                if ev.cache != "hit" {
+                    assert_eq!(want, "bogus", "{name} over TCP");
+                    continue;
+                }
+                hits += 1;
+                break;
+            }
+            assert_eq!(hits, 1, "{name}: no UDP + TCP hit pair in 3 rounds");
         }
 
         // A bogus reply cached for a client without EDNS has no EDE text to replay: the
@@ -312,11 +330,19 @@ fn cache_hits_carry_the_dnssec_outcome_of_the_validated_reply() {
         let name = "www.bogus.tld.";
         let first = ask(&d, name, RecordType::A, NO_EDNS).await;
         assert_eq!(outcome(&first.ev).as_deref(), Some("bogus"));
-        let hit = ask(&d, name, RecordType::A, NO_EDNS).await;
-        assert_eq!(hit.ev.cache, "hit");
-        let got = hit.ev.dnssec.clone().expect("bogus hit");
-        assert_eq!(got.outcome, "bogus");
-        assert_eq!(got.ede, Some(9));
+        let mut hits = 0;
+        for _round in 0..3 {
+            let hit = ask(&d, name, RecordType::A, NO_EDNS).await;
+            let got = hit.ev.dnssec.clone().expect("validated");
+            assert_eq!(got.outcome, "bogus");
+            assert_eq!(got.ede, Some(9));
+            if hit.ev.cache == "hit" {
+                assert_eq!(got.reason, None, "no EDE in the cached reply");
+                hits += 1;
+                break;
+            }
+        }
+        assert_eq!(hits, 1, "{name}: no hit in 3 rounds");
 
         // Null where nothing was validated: a zone with dnssec = "off", and CD=1.
         for (name, how) in [("www.corp.", DO), ("www.sec.tld.", Ask { cd: true, ..DO })] {
