@@ -413,10 +413,19 @@ fn insecure_bogus_cd_and_unvalidated_zones() {
             );
             assert!(g.msg.answers.is_empty());
         }
-        // The bogus verdict is cached (briefly): the repeat is a hit, still SERVFAIL.
-        let g = ask(&d, "www.altered.tld.", RecordType::A, DO).await;
-        assert_eq!(g.ev.cache, "hit");
-        assert_eq!(g.msg.metadata.response_code, ResponseCode::ServFail);
+        // The bogus verdict is cached (briefly): the repeat is a hit, still SERVFAIL. (5 s:
+        // on a loaded machine the entry may expire first; that query re-caches it, so try
+        // again, at most 3 times.)
+        let mut hit = false;
+        for _round in 0..3 {
+            let g = ask(&d, "www.altered.tld.", RecordType::A, DO).await;
+            assert_eq!(g.msg.metadata.response_code, ResponseCode::ServFail);
+            if g.ev.cache == "hit" {
+                hit = true;
+                break;
+            }
+        }
+        assert!(hit, "the bogus answer is cached");
 
         // CD=1: the altered data, unvalidated, no AD, no dnssec field; cached apart.
         let cd = Ask { cd: true, ..DO };
