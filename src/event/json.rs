@@ -61,36 +61,51 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
     }
 }
 
-fn push_u64_long(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
+/// "00" to "99": two digits per division.
+const PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes the digits of `n` right-aligned into `buf` (pre-filled with `'0'`), two at a
+/// time; returns where they start.
+fn digits(buf: &mut [u8; 20], mut n: u64) -> usize {
     let mut i = buf.len();
-    loop {
-        i -= 1;
-        if let Some(d) = buf.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
+    while n >= 100 && i >= 2 {
+        let p = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        if let (Some(dst), Some(src)) = (buf.get_mut(i..i + 2), PAIRS.get(p..p + 2)) {
+            dst.copy_from_slice(src);
         }
     }
+    if n >= 10 && i >= 2 {
+        let p = n as usize * 2;
+        i -= 2;
+        if let (Some(dst), Some(src)) = (buf.get_mut(i..i + 2), PAIRS.get(p..p + 2)) {
+            dst.copy_from_slice(src);
+        }
+    } else if i >= 1 {
+        i -= 1;
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' + n as u8;
+        }
+    }
+    i
+}
+
+fn push_u64_long(out: &mut Vec<u8>, n: u64) {
+    let mut buf = [b'0'; 20];
+    let i = digits(&mut buf, n);
     out.extend_from_slice(buf.get(i..).unwrap_or(&[]));
 }
 
 /// Appends `n` in at least `width` digits, zero-padded (`width` at most 20).
-fn push_padded(out: &mut Vec<u8>, mut n: u64, width: usize) {
+fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
     let mut buf = [b'0'; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        if let Some(d) = buf.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
+    let i = digits(&mut buf, n);
     let start = i.min(buf.len().saturating_sub(width));
     out.extend_from_slice(buf.get(start..).unwrap_or(&[]));
 }
@@ -475,6 +490,27 @@ mod tests {
     use super::*;
     use crate::event::{Attempt, InlineName, Outcome, Proto};
     use std::sync::Arc;
+
+    #[test]
+    fn numbers_match_the_standard_formatting() {
+        let mut values: Vec<u64> = (0..2_000).collect();
+        let mut p = 1u64;
+        while let Some(next) = p.checked_mul(10) {
+            values.extend([p - 1, p, p + 1, next - 1]);
+            p = next;
+        }
+        values.extend([u64::MAX, u64::MAX - 1, 18_446_744_073_709_551_000]);
+        for n in values {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string(), "{n}");
+            for width in [1, 3, 6, 20] {
+                let mut out = Vec::new();
+                push_padded(&mut out, n, width);
+                assert_eq!(String::from_utf8(out).unwrap(), format!("{n:0width$}"));
+            }
+        }
+    }
 
     #[test]
     fn timestamp_format() {
