@@ -219,7 +219,7 @@ pub async fn resolve(
         {
             ev.cache = CacheStatus::Hit;
             ev.cache_entry = Some((entry.ttl, entry.age));
-            ev.dnssec = dnssec::hit_event(entry.tag, &out);
+            dnssec::record_hit(ev, entry.tag, &out);
             wire::set_id(&mut out, q.id);
             return finish(out, ev, proto, q.udp_limit());
         }

@@ -139,7 +139,7 @@ async fn try_fast_hit(
     ev.cache_entry = Some((entry.ttl, entry.age));
     ev.zone = Some(entry.zone);
     ev.cache = CacheStatus::Hit;
-    ev.dnssec = crate::dnssec::hit_event(entry.tag, out);
+    crate::dnssec::record_hit(&mut ev, entry.tag, out);
     ev.set_reply(out);
     if sent.is_err() {
         ev.error = Some("send failed");

@@ -197,6 +197,22 @@ pub fn hit_event(tag: u8, reply: &[u8]) -> Option<Box<DnssecEvent>> {
     }))
 }
 
+/// Fills in a cache hit's event from its entry's `tag`: the `dnssec` outcome
+/// ([`hit_event`]) and, for a bogus or explained indeterminate verdict, the same `error` a
+/// miss records.
+pub fn record_hit(ev: &mut QueryEvent, tag: u8, reply: &[u8]) {
+    ev.dnssec = hit_event(tag, reply);
+    if let Some(d) = &ev.dnssec {
+        match d.outcome {
+            DnssecOutcome::Bogus => ev.error = Some("dnssec: bogus"),
+            DnssecOutcome::Indeterminate if d.ede.is_some() => {
+                ev.error = Some("dnssec: indeterminate");
+            }
+            _ => {}
+        }
+    }
+}
+
 /// True if this query is validated: the zone validates and the client did not set CD.
 pub fn validates(zone: &Zone, q: &Query<'_>) -> bool {
     zone.dnssec == crate::config::DnssecMode::Validate && !q.flags.cd

@@ -304,6 +304,10 @@ fn cache_hits_carry_the_dnssec_outcome_of_the_validated_reply() {
                     "{name}: the EDE text of the cached reply"
                 );
                 assert_eq!((got.chain_lookups, got.chain_upstream), (0, 0), "{name}");
+                assert_eq!(
+                    hit.ev.error, first.ev.error,
+                    "{name}: the hit's error is the miss's"
+                );
                 // The slow path's hit (TCP) says the same.
                 let mut m = with_edns(query(name, RecordType::A), 1232, how.do_bit);
                 m.metadata.id = m.metadata.id.wrapping_add(1);
