@@ -67,7 +67,11 @@ fn one(data: &[u8], query: &[u8]) {
     // An Extended DNS Error added to an EDNS client's reply keeps it well-formed, and it
     // still truncates to 512 bytes.
     let mut with_ede = client.clone();
-    if wire::add_ede(&mut with_ede, wire::ede::NO_REACHABLE_AUTHORITY, "udp 10.0.0.1:53 timeout") {
+    if wire::add_ede(
+        &mut with_ede,
+        wire::ede::NO_REACHABLE_AUTHORITY,
+        "udp 10.0.0.1:53 timeout",
+    ) {
         let w = wire::walk_reply(&with_ede).expect("reply with EDE walks");
         assert_eq!(w.rrs.len(), walked.rrs.len());
         assert!(wire::truncate(&with_ede, 512).len() <= 512);
