@@ -351,8 +351,52 @@ impl QueryEvent {
     /// Like `set_reply`, plus the extended rcode bits from the OPT record.
     pub fn set_reply_full(&mut self, msg: &[u8]) {
         self.set_reply(msg);
+        // Without additional records there is no OPT record, and the header's rcode is
+        // the whole rcode: no need to walk the message.
+        if msg.get(10..12).is_some_and(|arcount| arcount == [0, 0]) {
+            return;
+        }
         if let Ok(r) = crate::wire::walk_reply(msg) {
             self.rcode = Some(r.rcode);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(rcode_low: u8, opt_ext: Option<u8>) -> Vec<u8> {
+        let ar = u8::from(opt_ext.is_some());
+        let mut m = vec![0x12, 0x34, 0x81, 0x80 | rcode_low, 0, 0, 0, 0, 0, 0, 0, ar];
+        if let Some(ext) = opt_ext {
+            // Root name, OPT, UDP size 1232, TTL = extended rcode, version 0, flags 0.
+            m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, ext, 0, 0, 0, 0, 0]);
+        }
+        m
+    }
+
+    #[test]
+    fn full_rcode_comes_from_the_opt_record_when_there_is_one() {
+        let mut ev = QueryEvent::new(
+            SystemTime::UNIX_EPOCH,
+            "127.0.0.1:1".parse().unwrap(),
+            Proto::Udp,
+        );
+        ev.set_reply_full(&reply(0, Some(1)));
+        assert_eq!(
+            ev.rcode,
+            Some(16),
+            "BADVERS: extended bits 1, header bits 0"
+        );
+        ev.set_reply_full(&reply(3, None));
+        assert_eq!(
+            ev.rcode,
+            Some(3),
+            "no additional records: the header's rcode"
+        );
+        ev.set_reply_full(&reply(2, Some(0)));
+        assert_eq!(ev.rcode, Some(2));
+        assert_eq!(ev.size, 23);
     }
 }
