@@ -21,9 +21,10 @@ use crate::config::EventsOutput;
 /// Lanes events are queued in; a recording thread keeps its lane (the receive threads are
 /// at most 8, so each usually has its own).
 const LANES: usize = 8;
-/// Events one lane holds for the writer before new ones are dropped. Nothing is allocated
-/// up front: a lane's buffer grows to the largest batch the writer found in it, so memory
-/// follows the load (at most `LANES * LANE_CAPACITY` events, ~8 MB, with a stalled output).
+/// Events one lane holds for the writer before new ones are dropped. A lane's buffer (and
+/// the writer's spare) is reserved whole on the lane's first event, and only the slots
+/// used are ever touched: resident memory follows the largest batch, up to
+/// `LANE_CAPACITY` events (~1 MB) per lane in use, plus one spare, with a stalled output.
 const LANE_CAPACITY: usize = 2_048;
 
 /// How long shutdown gives the output to take the events still queued.
@@ -242,6 +243,12 @@ impl EventSink {
                 drop(lane);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
+            }
+            if lane.capacity() == 0 {
+                // Room for a full lane at once: memory the allocator hands out untouched,
+                // so only the slots used become resident, and growing never copies the
+                // batch or leaves the smaller buffers it outgrew behind in the heap.
+                lane.reserve_exact(LANE_CAPACITY);
             }
             lane.push(ev);
         }
