@@ -309,8 +309,7 @@ fn cache_hits_carry_the_dnssec_outcome_of_the_validated_reply() {
                     "{name}: the hit's error is the miss's"
                 );
                 // The slow path's hit (TCP) says the same.
-                let mut m = with_edns(query(name, RecordType::A), 1232, how.do_bit);
-                m.metadata.id = m.metadata.id.wrapping_add(1);
+                let m = with_edns(query(name, RecordType::A), 1232, how.do_bit);
                 let id = m.metadata.id;
                 let _ = client::tcp(d.tcp, &m).await;
                 let ev = d.event_with_id(id).await;
