@@ -174,7 +174,10 @@ pub async fn resolve(
     wire::cache_key(&q, &mut key);
     let lower_qname = wire::key_qname(&key);
     if let Some(rule) = local::classify(lower_qname, q.qtype, q.qclass, &snap.routes) {
-        ev.error = Some(rule.event_text());
+        match rule.event() {
+            Ok(kind) => ev.local = Some(kind),
+            Err(refused) => ev.error = Some(refused),
+        }
         return finish(
             local::answer(rule, &q, lower_qname),
             ev,

@@ -61,15 +61,16 @@ pub enum Local {
 }
 
 impl Local {
-    /// Short, stable text for the query's event (`error` field).
-    pub fn event_text(self) -> &'static str {
+    /// The query's event: `Ok(kind)` for a query answered here (`local` field: `localhost`,
+    /// `rfc6303`, `special-use`, `chaos`), `Err(text)` for one refused here (`error` field).
+    pub fn event(self) -> Result<&'static str, &'static str> {
         match self {
-            Local::ZoneTransfer => "refused: zone transfer",
-            Local::ChaosVersion => "local: chaos",
-            Local::ChaosRefused => "refused: chaos",
-            Local::Localhost { .. } => "local: localhost",
-            Local::PrivateReverse { .. } => "local: rfc6303",
-            Local::SpecialUse { .. } => "local: special-use",
+            Local::ZoneTransfer => Err("refused: zone transfer"),
+            Local::ChaosVersion => Ok("chaos"),
+            Local::ChaosRefused => Err("refused: chaos"),
+            Local::Localhost { .. } => Ok("localhost"),
+            Local::PrivateReverse { .. } => Ok("rfc6303"),
+            Local::SpecialUse { .. } => Ok("special-use"),
         }
     }
 }

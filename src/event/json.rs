@@ -420,6 +420,10 @@ impl QueryEvent {
             out.extend_from_slice(b",\"zone\":");
             json_str(out, z);
         }
+        if let Some(l) = self.local {
+            out.extend_from_slice(b",\"local\":");
+            json_str(out, l);
+        }
         out.extend_from_slice(b",\"cache\":{\"status\":\"");
         out.extend_from_slice(self.cache.as_str().as_bytes());
         out.push(b'"');

@@ -226,6 +226,9 @@ pub struct QueryEvent {
     pub qtype: Option<u16>,
     /// Zone routed to.
     pub zone: Option<Arc<str>>,
+    /// The built-in rule that answered the query here, never forwarded (`localhost`,
+    /// `rfc6303`, `special-use`, `chaos`): an answer, not an error.
+    pub local: Option<&'static str>,
     /// Cache participation.
     pub cache: CacheStatus,
     /// Server whose answer was returned.
@@ -310,6 +313,7 @@ impl QueryEvent {
             qname: None,
             qtype: None,
             zone: None,
+            local: None,
             cache: CacheStatus::Off,
             upstream: None,
             attempts: Vec::new(),

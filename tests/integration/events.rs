@@ -100,6 +100,8 @@ pub struct Splitdns {
     pub generation: Option<u64>,
     #[serde(default)]
     pub zone: Option<String>,
+    #[serde(default)]
+    pub local: Option<String>,
     pub cache: CacheField,
     #[serde(default)]
     pub upstream: Option<String>,
@@ -149,6 +151,8 @@ pub struct Event {
     pub qname: Option<String>,
     pub qtype: Option<String>,
     pub zone: Option<String>,
+    /// `splitdns.local`: the built-in rule that answered the query here.
+    pub local: Option<String>,
     /// `splitdns.cache.status`.
     pub cache: String,
     /// Remaining lifetime of the cache entry served (hits and stale answers).
@@ -228,6 +232,7 @@ impl From<Line> for Event {
             qname: l.dns.question.as_ref().map(|q| q.name.clone()),
             qtype: l.dns.question.map(|q| q.qtype),
             zone: l.splitdns.zone,
+            local: l.splitdns.local,
             cache: l.splitdns.cache.status,
             cache_ttl: l.splitdns.cache.ttl,
             cache_age: l.splitdns.cache.age,

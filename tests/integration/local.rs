@@ -32,6 +32,12 @@ fn zone_transfers_and_notify_are_refused_never_forwarded() {
                 ResponseCode::Refused,
                 "{qtype} udp"
             );
+            // Refused here: an error, not a local answer.
+            let e = d.event_for("example.com").await;
+            assert_eq!(
+                (e.local.as_deref(), e.error.as_deref(), e.outcome.as_str()),
+                (None, Some("refused: zone transfer"), "failure")
+            );
             let r = client::tcp(d.tcp, &q).await;
             assert_eq!(
                 r.metadata.response_code,
@@ -89,6 +95,12 @@ fn localhost_and_special_use_names_are_answered_locally() {
             r.queries[0].name().to_ascii(),
             "Foo.LocalHost.",
             "case kept"
+        );
+        // An answer, not an error: the rule is named in `splitdns.local`.
+        let e = d.event_for("localhost").await;
+        assert_eq!(
+            (e.local.as_deref(), e.error.as_deref(), e.outcome.as_str()),
+            (Some("localhost"), None, "success")
         );
         let r = client::udp(d.udp, &query("localhost.", RecordType::MX)).await;
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
