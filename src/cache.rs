@@ -423,21 +423,7 @@ impl Cache {
 
     /// Drops every entry whose zone `keep` rejects (used when a zone's servers change).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        for m in self.shards.iter() {
-            let mut shard = match m.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            let mut i = 0;
-            while i < shard.slots.len() {
-                let drop = shard.slots.get(i).is_some_and(|s| !keep(&s.zone));
-                if drop {
-                    shard.remove_at(i);
-                } else {
-                    i += 1;
-                }
-            }
-        }
+        self.remove_where(|s| !keep(&s.zone));
     }
 
     /// Drops every entry.
@@ -464,6 +450,11 @@ impl Cache {
 
     /// Drops every entry whose key `drop` selects (the operator's `flush`); returns how many.
     pub fn remove_keys(&self, drop: impl Fn(&[u8]) -> bool) -> usize {
+        self.remove_where(|s| drop(s.key()))
+    }
+
+    /// Drops every entry whose slot `drop` selects, shard by shard; returns how many.
+    fn remove_where(&self, drop: impl Fn(&Slot) -> bool) -> usize {
         let mut removed = 0;
         for m in self.shards.iter() {
             let mut shard = match m.lock() {
@@ -472,7 +463,7 @@ impl Cache {
             };
             let mut i = 0;
             while i < shard.slots.len() {
-                if shard.slots.get(i).is_some_and(|s| drop(s.key())) {
+                if shard.slots.get(i).is_some_and(&drop) {
                     shard.remove_at(i);
                     removed += 1;
                 } else {

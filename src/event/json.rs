@@ -110,22 +110,17 @@ fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
     out.extend_from_slice(buf.get(start..).unwrap_or(&[]));
 }
 
+/// `ip:port`, or `[ip]:port` for IPv6.
 fn push_addr(out: &mut Vec<u8>, a: SocketAddr) {
-    match a {
-        SocketAddr::V4(v4) => {
-            for (i, o) in v4.ip().octets().iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                push_u64(out, u64::from(*o));
-            }
-            out.push(b':');
-            push_u64(out, u64::from(v4.port()));
-        }
-        SocketAddr::V6(_) => {
-            let _ = write!(out, "{a}");
-        }
+    if a.is_ipv6() {
+        out.push(b'[');
+        push_ip(out, a);
+        out.push(b']');
+    } else {
+        push_ip(out, a);
     }
+    out.push(b':');
+    push_u64(out, u64::from(a.port()));
 }
 
 /// RFC 3339 UTC with microseconds, from the civil-from-days algorithm (no tz database).
@@ -594,6 +589,15 @@ mod tests {
             serde_json::json!({"status": "hit", "ttl": 30, "age": 12})
         );
         assert_eq!(v["client"]["ip"], "::1");
+
+        // Upstream addresses as `ip:port` and `[ip]:port`.
+        for (addr, text) in [
+            ("10.0.0.1:53", "10.0.0.1:53"),
+            ("[fd00::1]:5353", "[fd00::1]:5353"),
+        ] {
+            ev.upstream = Some(addr.parse().unwrap());
+            assert_eq!(parse(&ev)["splitdns"]["upstream"], text);
+        }
     }
 
     #[test]
