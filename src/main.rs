@@ -11,6 +11,12 @@ use splitdns::cli::{Cli, Command, ControlCommand};
 use splitdns::config::Config;
 use splitdns::{app, generate, hook, preflight, privs, reload, state};
 
+/// mimalloc instead of the C library's allocator: a forwarded query makes a dozen short-lived
+/// allocations (its task, buffers, the event's attempts), and with glibc's malloc they cost
+/// about a third of the miss path's user-space instructions (and musl's is slower still).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `--log-level` was checked by clap (cli::log_filter); EnvFilter only refuses what that
