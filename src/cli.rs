@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 
 /// splitdns: a local DNS forwarder that routes by domain suffix and asks each zone's
 /// servers one at a time, in order.
@@ -108,6 +109,28 @@ const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// # Errors
 /// Names the directive that is not a level or `TARGET=LEVEL`.
 pub fn log_filter(value: &str) -> Result<String, String> {
+    log_directives(value).map(|_| value.to_owned())
+}
+
+/// The filter a checked `--log-level` value stands for: the bare level is the default for
+/// every target, and each `TARGET=LEVEL` applies to that target and the modules under it
+/// (the most specific one wins), as with `RUST_LOG`.
+///
+/// # Errors
+/// As [`log_filter`].
+pub fn log_targets(value: &str) -> Result<Targets, String> {
+    let mut targets = Targets::new();
+    for (target, level) in log_directives(value)? {
+        targets = match target {
+            Some(t) => targets.with_target(t, level),
+            None => targets.with_default(level),
+        };
+    }
+    Ok(targets)
+}
+
+/// The directives of a `--log-level` value: an optional target and its level.
+fn log_directives(value: &str) -> Result<Vec<(Option<&str>, LevelFilter)>, String> {
     let directives: Vec<&str> = value
         .split(',')
         .map(str::trim)
@@ -116,22 +139,37 @@ pub fn log_filter(value: &str) -> Result<String, String> {
     if directives.is_empty() {
         return Err(format!("empty; use one of {}", LEVELS.join(", ")));
     }
+    let mut out = Vec::with_capacity(directives.len());
     for d in directives {
         let (target, level) = match d.rsplit_once('=') {
             Some((t, l)) => (Some(t.trim()), l.trim()),
             None => (None, d),
         };
-        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+        let Some(level) = level_named(level) else {
             return Err(format!(
                 "`{d}`: `{level}` is not a level (one of {}; or TARGET=LEVEL, e.g. splitdns=debug)",
                 LEVELS.join(", ")
             ));
-        }
+        };
         if target.is_some_and(str::is_empty) {
             return Err(format!("`{d}`: TARGET=LEVEL needs a target before `=`"));
         }
+        out.push((target, level));
     }
-    Ok(value.to_owned())
+    Ok(out)
+}
+
+/// A level by its name, in any case (`LevelFilter`'s own parser also takes digits).
+fn level_named(name: &str) -> Option<LevelFilter> {
+    match name.to_ascii_lowercase().as_str() {
+        "off" => Some(LevelFilter::OFF),
+        "error" => Some(LevelFilter::ERROR),
+        "warn" => Some(LevelFilter::WARN),
+        "info" => Some(LevelFilter::INFO),
+        "debug" => Some(LevelFilter::DEBUG),
+        "trace" => Some(LevelFilter::TRACE),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +201,33 @@ mod tests {
         assert!(log_filter("verbose")
             .unwrap_err()
             .contains("`verbose` is not a level"));
+    }
+
+    #[test]
+    fn log_targets_filter_by_level_and_most_specific_target() {
+        use tracing::Level;
+        let on = |filter: &str, target: &str, level: Level| {
+            log_targets(filter)
+                .unwrap_or_else(|e| panic!("{filter}: {e}"))
+                .would_enable(target, &level)
+        };
+        assert!(on("info", "splitdns::app", Level::INFO));
+        assert!(on("info", "hickory_proto::op", Level::WARN));
+        assert!(!on("info", "splitdns::app", Level::DEBUG));
+        assert!(on("DEBUG", "splitdns::app", Level::DEBUG));
+        assert!(!on("off", "splitdns::app", Level::ERROR));
+        // A target directive covers the modules under it, and the most specific one wins.
+        let f = " warn , splitdns=debug,splitdns::reload=trace,splitdns::event=off ";
+        assert!(on(f, "splitdns::reload", Level::TRACE));
+        assert!(on(f, "splitdns::app", Level::DEBUG));
+        assert!(!on(f, "splitdns::app", Level::TRACE));
+        assert!(!on(f, "splitdns::event::sink", Level::ERROR));
+        assert!(on(f, "rustls::client", Level::WARN));
+        assert!(!on(f, "rustls::client", Level::INFO));
+        // Only target directives: everything else is off.
+        assert!(on("splitdns=info", "splitdns::app", Level::INFO));
+        assert!(!on("splitdns=info", "rustls", Level::ERROR));
+        assert!(log_targets("info,debg").is_err());
     }
 }
 

@@ -10,6 +10,8 @@ use clap::Parser;
 use splitdns::cli::{Cli, Command, ControlCommand};
 use splitdns::config::Config;
 use splitdns::{app, generate, hook, preflight, privs, reload, state};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// mimalloc instead of the C library's allocator: a forwarded query makes a dozen short-lived
 /// allocations (its task, buffers, the event's attempts), and with glibc's malloc they cost
@@ -19,9 +21,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `--log-level` was checked by clap (cli::log_filter); EnvFilter only refuses what that
-    // lets through in corner cases, which is still an error rather than a quiet default.
-    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
+    // `--log-level` was checked by clap (cli::log_filter), so this cannot fail; were it to,
+    // that is still a usage error rather than a quiet default. A plain target filter, not
+    // EnvFilter: the documented syntax is levels and TARGET=LEVEL only, and EnvFilter's
+    // regex engine alone is a quarter of a megabyte of code.
+    let filter = match splitdns::cli::log_targets(&cli.log_level) {
         Ok(f) => f,
         Err(e) => {
             let _ = writeln!(
@@ -32,14 +36,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Never blocks: a line stderr cannot take now is dropped and counted.
-        .with_writer(splitdns::diag::Stderr)
-        .with_ansi(false)
-        // Its default reports write failures with eprintln!, which panics when stderr is
-        // gone (a closed pipe): a log line must never take the resolver down.
-        .log_internal_errors(false)
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                // Never blocks: a line stderr cannot take now is dropped and counted.
+                .with_writer(splitdns::diag::Stderr)
+                .with_ansi(false)
+                // Its default reports write failures with eprintln!, which panics when stderr
+                // is gone (a closed pipe): a log line must never take the resolver down.
+                .log_internal_errors(false),
+        )
+        .with(filter)
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
