@@ -342,6 +342,33 @@ fn invalid_log_level_is_a_usage_error() {
 }
 
 #[test]
+fn log_level_target_directives_pick_what_is_logged() {
+    bounded(LIMIT, async {
+        let p = Fake::answering(public_table()).await;
+        let dir = TempDir::new("cli-log-targets");
+        let config = write_config(&dir, "127.0.0.1:0", &zone(".", &[&p], ""));
+        // Everything off except splitdns::app: its `listening on` lines still come.
+        let mut server = Server::serve(&config, &["--log-level", "off,splitdns::app=info"]);
+        let r = client::udp(server.udp, &query("www.example.com.", RecordType::A)).await;
+        assert_eq!(rdata_strings(&r.answers), ["93.184.216.34"]);
+        // A failed reload is a warning from splitdns::reload: filtered out.
+        std::fs::write(&config, "listen = [\"127.0.0.1:0\"]\nbogus_key = true\n").unwrap();
+        server.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.signal("TERM");
+        assert!(server.wait_exit(Duration::from_secs(10)).is_some(), "exits");
+        let lines = server.stderr_lines();
+        assert!(lines.len() >= 2, "{lines:?}");
+        for line in &lines {
+            assert!(
+                line.contains(" splitdns::app:"),
+                "only splitdns::app: {line}"
+            );
+        }
+    });
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let out = process::run(&["no-such-command"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
