@@ -130,14 +130,24 @@ pub fn classify(pkt: &[u8]) -> Result<OwnedQuery, Rejected> {
     })
 }
 
+/// What the UDP fast path learnt about a query before handing it on: it is well formed,
+/// from an allowed client, and its cache lookup (with this key) found nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Missed<'a> {
+    /// The query's cache key ([`wire::cache_key`]).
+    pub key: &'a [u8],
+}
+
 /// Answers one query that did not take the UDP fast path (and every TCP query). Returns
 /// the reply to send (ID set, sized for `proto`), or `None` to send nothing. `ev` is
-/// filled in; the caller sets the duration and emits it.
+/// filled in; the caller sets the duration and emits it. With `missed`, the cache is not
+/// asked again and the key is not recomputed.
 pub async fn resolve(
     shared: &Shared,
     pkt: &[u8],
     proto: Proto,
     received: Instant,
+    missed: Option<Missed<'_>>,
     ev: &mut QueryEvent,
 ) -> Option<Vec<u8>> {
     if pkt.len() >= 2 {
@@ -170,8 +180,15 @@ pub async fn resolve(
         );
     }
 
-    let mut key = Vec::with_capacity(q.question.len() + 1);
-    wire::cache_key(&q, &mut key);
+    let mut own_key = Vec::new();
+    let key: &[u8] = match missed {
+        Some(m) => m.key,
+        None => {
+            own_key.reserve(q.question.len() + 1);
+            wire::cache_key(&q, &mut own_key);
+            &own_key
+        }
+    };
     let lower_qname = wire::key_qname(&key);
     if let Some(rule) = local::classify(lower_qname, q.qtype, q.qclass, &snap.routes) {
         match rule.event() {
@@ -216,9 +233,10 @@ pub async fn resolve(
     let mut out = Vec::new();
     if use_cache {
         ev.cache = CacheStatus::Miss;
-        if let Lookup::Hit(entry) = shared
-            .cache
-            .get(&key, q.question, received, false, &mut out)
+        if missed.is_some() {
+            // The fast path just looked.
+        } else if let Lookup::Hit(entry) =
+            shared.cache.get(key, q.question, received, false, &mut out)
         {
             ev.cache = CacheStatus::Hit;
             ev.cache_entry = Some((entry.ttl, entry.age));

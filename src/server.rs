@@ -24,6 +24,10 @@ use crate::wire::{self, rcode};
 /// Receive buffer: the largest UDP query we accept.
 const UDP_RECV: usize = 4096;
 
+/// Datagrams read back to back before the loop yields to the thread's other tasks (tokio's
+/// own budget would make a waiting receive yield after 128).
+const YIELD_EVERY: u32 = 32;
+
 /// Serves one UDP socket until `cancel`. Spawned slow-path tasks go to `tracker`.
 pub async fn udp_loop(
     sock: Arc<UdpSocket>,
@@ -38,22 +42,48 @@ pub async fn udp_loop(
     let mut out = Vec::with_capacity(1500);
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
+    // Datagrams taken without waiting since the last yield (see below).
+    let mut run = 0u32;
     loop {
-        let (n, src) = tokio::select! {
-            biased;
-            _ = &mut cancelled => break,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on some systems; keep going.
-                    tracing::debug!(error = %e, "udp receive error");
-                    continue;
+        // A busy socket never makes this loop wait: let the slow-path tasks and the
+        // shared sockets' readers on this thread run now and then, and notice `cancel`.
+        run += 1;
+        if run >= YIELD_EVERY {
+            run = 0;
+            if cancel.is_cancelled() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // Read at once while datagrams are queued (no readiness future, no select); wait
+        // for readability, or cancellation, only when the queue is empty.
+        let (n, src) = match sock.try_recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                run = 0;
+                tokio::select! {
+                    biased;
+                    _ = &mut cancelled => break,
+                    r = sock.readable() => {
+                        if let Err(e) = r {
+                            // Only when the runtime is going away.
+                            tracing::debug!(error = %e, "udp socket error");
+                            break;
+                        }
+                        continue;
+                    }
                 }
-            },
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some systems; keep going.
+                tracing::debug!(error = %e, "udp receive error");
+                continue;
+            }
         };
         let received = Instant::now();
         let Some(pkt) = buf.get(..n) else { continue };
-        if try_fast_hit(&shared, &sock, pkt, src, received, &mut key, &mut out).await {
+        let fast = try_fast_hit(&shared, &sock, pkt, src, received, &mut key, &mut out).await;
+        if fast == Fast::Answered {
             continue;
         }
         let Ok(permit) = inflight.clone().try_acquire_owned() else {
@@ -84,16 +114,27 @@ pub async fn udp_loop(
             shared.events.emit(ev);
             continue;
         };
-        let pkt = pkt.to_vec();
+        // The packet, and after it the cache key the fast path computed if its lookup was a
+        // plain miss (one allocation; the slow path then neither recomputes the key nor
+        // looks it up again).
+        let missed = fast == Fast::Missed;
+        let mut data = Vec::with_capacity(pkt.len() + if missed { key.len() } else { 0 });
+        data.extend_from_slice(pkt);
+        if missed {
+            data.extend_from_slice(&key);
+        }
+        let pkt_len = pkt.len();
         let (sock, shared) = (sock.clone(), shared.clone());
         // Boxed: the resolve future is several KB, and an unboxed one is copied a few
         // times on its way into the task (and needs an aligned allocation).
         tracker.spawn(Box::pin(async move {
             let _permit = permit;
             let mut ev = QueryEvent::new(SystemTime::now(), src, Proto::Udp);
-            let reply = forward::resolve(&shared, &pkt, Proto::Udp, received, &mut ev).await;
+            let (pkt, key) = data.split_at(pkt_len);
+            let known = missed.then_some(forward::Missed { key });
+            let reply = forward::resolve(&shared, pkt, Proto::Udp, received, known, &mut ev).await;
             if let Some(r) = reply {
-                if sock.send_to(&r, src).await.is_err() {
+                if send_to(&sock, &r, src).await.is_err() {
                     ev.error = Some("send failed");
                 }
             }
@@ -103,8 +144,30 @@ pub async fn udp_loop(
     }
 }
 
+/// Sends a reply: at once if the socket has room (it nearly always has: no readiness
+/// future, no waker), else when it has.
+async fn send_to(sock: &UdpSocket, buf: &[u8], dst: SocketAddr) -> std::io::Result<usize> {
+    match sock.try_send_to(buf, dst) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.send_to(buf, dst).await,
+        r => r,
+    }
+}
+
+/// What the fast path did with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fast {
+    /// Answered from the cache (and its event emitted).
+    Answered,
+    /// A well-formed query from an allowed client that is not cached: `key` holds its
+    /// cache key.
+    Missed,
+    /// Anything else (malformed, not allowed, stale, too big for the client): the slow
+    /// path decides.
+    Other,
+}
+
 /// The hot path: a well-formed query from an allowed client whose answer is cached and
-/// fits the client's UDP size is answered here. Returns false to send it the slow way.
+/// fits the client's UDP size is answered here.
 async fn try_fast_hit(
     shared: &Shared,
     sock: &UdpSocket,
@@ -113,26 +176,28 @@ async fn try_fast_hit(
     received: Instant,
     key: &mut Vec<u8>,
     out: &mut Vec<u8>,
-) -> bool {
+) -> Fast {
     let Ok(q) = wire::parse_query(pkt) else {
-        return false;
+        return Fast::Other;
     };
     let generation = {
         let snap = shared.snapshot.load();
         if !snap.allowed(src.ip()) {
-            return false;
+            return Fast::Other;
         }
         snap.generation
     };
     wire::cache_key(&q, key);
-    let Lookup::Hit(entry) = shared.cache.get(key, q.question, received, false, out) else {
-        return false;
+    let entry = match shared.cache.get(key, q.question, received, false, out) {
+        Lookup::Hit(entry) => entry,
+        Lookup::Miss => return Fast::Missed,
+        Lookup::Stale(_) => return Fast::Other,
     };
     if out.len() > q.udp_limit() {
-        return false;
+        return Fast::Other;
     }
     wire::set_id(out, q.id);
-    let sent = sock.send_to(out, src).await;
+    let sent = send_to(sock, out, src).await;
     let mut ev = QueryEvent::new(SystemTime::now(), src, Proto::Udp);
     ev.set_query(&q);
     ev.generation = Some(generation);
@@ -146,5 +211,5 @@ async fn try_fast_hit(
     }
     ev.duration = received.elapsed();
     shared.events.emit(ev);
-    true
+    Fast::Answered
 }

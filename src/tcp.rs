@@ -435,7 +435,7 @@ async fn query(
             ev.error = Some("tcp connection shed");
             None
         }
-        r = forward::resolve(&shared, &pkt, Proto::Tcp, received, &mut ev) => r,
+        r = forward::resolve(&shared, &pkt, Proto::Tcp, received, None, &mut ev) => r,
     };
     if let Some(reply) = &reply {
         // The first reply replaces the 64 KiB guess; later ones can only raise it.

@@ -421,9 +421,14 @@ impl Flight {
 
     /// Sends one copy of the query.
     pub(super) async fn send(&self, msg: &[u8]) -> io::Result<()> {
-        match self {
-            Flight::Fresh(sock) => sock.send(msg).await.map(|_| ()),
-            Flight::Shared { handle, .. } => handle.conn.sock.send(msg).await.map(|_| ()),
+        let sock = match self {
+            Flight::Fresh(sock) => sock,
+            Flight::Shared { handle, .. } => &handle.conn.sock,
+        };
+        // At once if the socket has room (no readiness future), else when it has.
+        match sock.try_send(msg) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.send(msg).await.map(|_| ()),
+            r => r.map(|_| ()),
         }
     }
 
