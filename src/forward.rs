@@ -189,7 +189,7 @@ pub async fn resolve(
             &own_key
         }
     };
-    let lower_qname = wire::key_qname(&key);
+    let lower_qname = wire::key_qname(key);
     if let Some(rule) = local::classify(lower_qname, q.qtype, q.qclass, &snap.routes) {
         match rule.event() {
             Ok(kind) => ev.local = Some(kind),
@@ -217,7 +217,7 @@ pub async fn resolve(
     }
     let Some(zone) = snap
         .routes
-        .lookup_wire(wire::key_qname(&key), q.qtype)
+        .lookup_wire(wire::key_qname(key), q.qtype)
         .and_then(|i| snap.zones.get(i))
     else {
         ev.error = Some("refused: no zone");
@@ -251,7 +251,7 @@ pub async fn resolve(
     if dnssec::validates(zone, &q) {
         let asked = dnssec::Asked {
             q: &q,
-            key: &key,
+            key,
             deadline,
             marks: &marks,
         };
@@ -267,7 +267,7 @@ pub async fn resolve(
         flight_key.reserve(zone.name.len() + 1 + key.len());
         flight_key.extend_from_slice(zone.name.as_bytes());
         flight_key.push(0);
-        flight_key.extend_from_slice(&key);
+        flight_key.extend_from_slice(key);
     }
     let join = if flight_key.is_empty() {
         Join::Alone
@@ -329,7 +329,7 @@ pub async fn resolve(
                 if let Some(life) = cache::lifetime(&ans.bytes, &ans.reply, &snap.cache) {
                     shared
                         .cache
-                        .insert(&key, &zone.name, &reply, life, Instant::now());
+                        .insert(key, &zone.name, &reply, life, Instant::now());
                 }
             }
             let mut reply = reply;
@@ -351,7 +351,7 @@ pub async fn resolve(
         if let Lookup::Stale(entry) =
             shared
                 .cache
-                .get(&key, q.question, Instant::now(), true, &mut out)
+                .get(key, q.question, Instant::now(), true, &mut out)
         {
             ev.cache = CacheStatus::Stale;
             ev.cache_entry = Some((entry.ttl, entry.age));
