@@ -20,7 +20,7 @@
 //! Owns the token format and the recently-looped table; does no I/O and keeps no
 //! per-query state beyond one atomic slot per detected loop.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
@@ -66,13 +66,23 @@ pub struct Marks {
     pub via: Vec<u8>,
 }
 
+/// The longest option a marker makes: its header, our token and `MAX_VIA` foreign ones.
+const OPTION_MAX: usize = 4 + TOKEN * (1 + MAX_VIA);
+
 /// One exchange's token and the OPT options that carry it (and any foreign ones).
 #[derive(Debug, Clone)]
 pub struct Marker {
     /// The nonce, to ask [`Loops::came_back`] after the reply.
     pub nonce: u32,
+    option: [u8; OPTION_MAX],
+    len: usize,
+}
+
+impl Marker {
     /// The option, ready to put in the OPT record.
-    pub options: Vec<u8>,
+    pub fn options(&self) -> &[u8] {
+        self.option.get(..self.len).unwrap_or(&[])
+    }
 }
 
 impl Loops {
@@ -80,24 +90,40 @@ impl Loops {
         u32::try_from(now.saturating_duration_since(self.origin).as_secs()).unwrap_or(u32::MAX)
     }
 
-    fn mac(&self, secs: u32, nonce: u32, lower_qname: &[u8]) -> u64 {
-        self.secret.hash_one((secs, nonce, lower_qname))
+    /// The keyed hash binding a token's time and nonce to a name (compared without case).
+    /// One `write` of one buffer: SipHash's per-call overhead dominates for short input.
+    fn mac(&self, secs: u32, nonce: u32, qname: &[u8]) -> u64 {
+        let mut input = [0u8; 8 + 255];
+        input[..4].copy_from_slice(&secs.to_be_bytes());
+        input[4..8].copy_from_slice(&nonce.to_be_bytes());
+        let n = qname.len().min(255);
+        for (d, s) in input[8..8 + n].iter_mut().zip(qname) {
+            *d = s.to_ascii_lowercase();
+        }
+        let mut h = self.secret.build_hasher();
+        h.write(&input[..8 + n]);
+        h.finish()
     }
 
-    /// A new token for a query for `lower_qname`, with the client's foreign tokens.
-    pub fn marker(&self, lower_qname: &[u8], via: &[u8], now: Instant) -> Marker {
+    /// A new token for a query for `qname` (any case), with the client's foreign tokens.
+    pub fn marker(&self, qname: &[u8], via: &[u8], now: Instant) -> Marker {
         let nonce = rand::random::<u32>().max(1);
         let secs = self.now_secs(now);
         let via = &via[..via.len().min(MAX_VIA * TOKEN) / TOKEN * TOKEN];
         let len = TOKEN + via.len();
-        let mut options = Vec::with_capacity(4 + len);
-        options.extend_from_slice(&LOOP_OPTION.to_be_bytes());
-        options.extend_from_slice(&(len as u16).to_be_bytes());
-        options.extend_from_slice(via);
-        options.extend_from_slice(&secs.to_be_bytes());
-        options.extend_from_slice(&nonce.to_be_bytes());
-        options.extend_from_slice(&self.mac(secs, nonce, lower_qname).to_be_bytes());
-        Marker { nonce, options }
+        let mut option = [0u8; OPTION_MAX];
+        option[..2].copy_from_slice(&LOOP_OPTION.to_be_bytes());
+        option[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        option[4..4 + via.len()].copy_from_slice(via);
+        let t = 4 + via.len();
+        option[t..t + 4].copy_from_slice(&secs.to_be_bytes());
+        option[t + 4..t + 8].copy_from_slice(&nonce.to_be_bytes());
+        option[t + 8..t + 16].copy_from_slice(&self.mac(secs, nonce, qname).to_be_bytes());
+        Marker {
+            nonce,
+            option,
+            len: 4 + len,
+        }
     }
 
     /// Reads the loop tokens of a client's query (raw packet, lower-cased QNAME). A token
@@ -181,11 +207,21 @@ mod tests {
     const QNAME: &[u8] = b"\x03www\x07example\x03com\x00";
 
     #[test]
+    fn a_token_made_for_a_mixed_case_name_is_recognised_by_its_lower_case_name() {
+        let l = Loops::default();
+        let now = Instant::now();
+        let m = l.marker(b"\x03WwW\x07ExAmPlE\x03cOm\x00", &[], now);
+        let marks = l.inspect(&query_with(m.options()), QNAME, now);
+        assert!(marks.ours);
+        assert!(l.came_back(m.nonce));
+    }
+
+    #[test]
     fn our_token_is_recognised_once_and_only_for_its_name() {
         let l = Loops::default();
         let now = Instant::now();
         let m = l.marker(QNAME, &[], now);
-        let pkt = query_with(&m.options);
+        let pkt = query_with(m.options());
         assert!(!l.came_back(m.nonce));
         let marks = l.inspect(&pkt, QNAME, now);
         assert!(marks.ours);
@@ -212,11 +248,11 @@ mod tests {
         let mut via = Vec::new();
         for _ in 0..5 {
             let m = other.marker(QNAME, &[], now);
-            via.extend_from_slice(&m.options[4..]);
+            via.extend_from_slice(&m.options()[4..]);
         }
         let ours = l.marker(QNAME, &via, now);
-        assert_eq!(ours.options.len(), 4 + TOKEN * (MAX_VIA + 1));
-        let marks = other.inspect(&query_with(&ours.options), QNAME, now);
+        assert_eq!(ours.options().len(), 4 + TOKEN * (MAX_VIA + 1));
+        let marks = other.inspect(&query_with(ours.options()), QNAME, now);
         assert!(
             marks.ours,
             "the other forwarder sees its own token come back"

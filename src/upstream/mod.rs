@@ -460,8 +460,7 @@ pub async fn exchange(
     let addr = server.addr;
     let start = Instant::now();
     let end = start + limit;
-    let lower: Vec<u8> = q.qname().to_ascii_lowercase();
-    let marker = loops.marker(&lower, via, start);
+    let marker = loops.marker(q.qname(), via, start);
     let tls = match &server.tls {
         None => None,
         Some(Ok(pool)) => Some(pool),
@@ -475,7 +474,7 @@ pub async fn exchange(
     // and DNSSEC), then without OPT. The level that worked is remembered.
     let mut level = server.health.edns_level(start);
     let opt_at = |level: EdnsLevel| match level {
-        EdnsLevel::Full => Some(&marker.options[..]),
+        EdnsLevel::Full => Some(marker.options()),
         EdnsLevel::Bare => Some(&[][..]),
         EdnsLevel::Off => None,
     };
@@ -675,7 +674,10 @@ async fn udp_rounds(
         tokio::select! {
             got = flight.recv(&mut buf) => match got {
                 Err(e) => break Err(e.into()),
-                Ok(()) => match accept(&buf, &ids, q.question) {
+                Ok(walked) => match walked
+                    .and_then(|r| Some((ids.iter().position(|&id| id == r.id)?, r)))
+                    .or_else(|| accept(&buf, &ids, q.question))
+                {
                     Some((i, reply)) => break Ok((i, reply)),
                     None => tracing::debug!(upstream = %addr, "ignored a reply that does not match the query"),
                 },

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::answers;
 use super::pending::{Delivery, Pending, PendingStats, Ticket};
-use crate::wire;
+use crate::wire::{self, Reply};
 
 /// Largest reply we read over UDP.
 const UDP_BUF: usize = 65_535;
@@ -231,8 +231,9 @@ impl Udp {
     }
 }
 
-/// What a reader hands a waiting query: the reply's bytes.
-type Delivered = Vec<u8>;
+/// What a reader hands a waiting query: the reply's bytes and their structure (walked
+/// once, by the reader).
+type Delivered = (Vec<u8>, Reply);
 
 /// One shared socket and its waiting queries.
 struct Conn {
@@ -346,8 +347,9 @@ fn dispatch(conn: &Conn, pkt: &[u8], server: SocketAddr) {
         tracing::debug!(upstream = %server, "ignored a malformed reply");
         return;
     };
-    let delivery = conn.pending.complete(reply.id, |question| {
-        answers(pkt, &reply, question).then(|| pkt.to_vec())
+    let id = reply.id;
+    let delivery = conn.pending.complete(id, move |question| {
+        answers(pkt, &reply, question).then(|| (pkt.to_vec(), reply))
     });
     if delivery != Delivery::Delivered {
         tracing::debug!(upstream = %server, ?delivery, "ignored a reply that does not match a query");
@@ -433,13 +435,14 @@ impl Flight {
     }
 
     /// Receives the next datagram from the server into `buf` (cleared first): on a shared
-    /// socket, the next reply the reader matched to one of our copies. Cancel-safe.
-    pub(super) async fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+    /// socket, the next reply the reader matched to one of our copies, with its structure
+    /// (its ID is one of ours and it answers our question). Cancel-safe.
+    pub(super) async fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<Reply>> {
         match self {
             Flight::Fresh(sock) => {
                 buf.clear();
                 buf.reserve(UDP_BUF);
-                sock.recv_buf(buf).await.map(|_| ())
+                sock.recv_buf(buf).await.map(|_| None)
             }
             Flight::Shared { tickets, .. } => {
                 let got = poll_fn(|cx| {
@@ -456,8 +459,9 @@ impl Flight {
                 if i < tickets.len() {
                     tickets.remove(i);
                 }
-                *buf = r?;
-                Ok(())
+                let (bytes, reply) = r?;
+                *buf = bytes;
+                Ok(Some(reply))
             }
         }
     }
