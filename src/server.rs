@@ -5,10 +5,14 @@
 //!
 //! Every packet yields exactly one event, on every path.
 
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +30,10 @@ const UDP_RECV: usize = 4096;
 
 /// Datagrams read back to back before the loop yields to the thread's other tasks (tokio's
 /// own budget would make a waiting receive yield after 128).
-const YIELD_EVERY: u32 = 32;
+const YIELD_EVERY: usize = 32;
+
+/// Datagrams taken per receive call.
+const BATCH: usize = 16;
 
 /// Serves one UDP socket until `cancel`. Spawned slow-path tasks go to `tracker`.
 pub async fn udp_loop(
@@ -36,18 +43,22 @@ pub async fn udp_loop(
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
-    let inflight = Arc::new(Semaphore::new(limits.max_inflight));
-    let mut buf = vec![0u8; UDP_RECV];
-    let mut key = Vec::with_capacity(300);
-    let mut out = Vec::with_capacity(1500);
+    let mut front = Front {
+        inflight: Arc::new(Semaphore::new(limits.max_inflight)),
+        sock,
+        shared,
+        tracker,
+        key: Vec::with_capacity(300),
+        out: Vec::with_capacity(1500),
+    };
+    let mut batch = Batch::new();
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     // Datagrams taken without waiting since the last yield (see below).
-    let mut run = 0u32;
+    let mut run = 0usize;
     loop {
         // A busy socket never makes this loop wait: let the slow-path tasks and the
         // shared sockets' readers on this thread run now and then, and notice `cancel`.
-        run += 1;
         if run >= YIELD_EVERY {
             run = 0;
             if cancel.is_cancelled() {
@@ -55,16 +66,16 @@ pub async fn udp_loop(
             }
             tokio::task::yield_now().await;
         }
-        // Read at once while datagrams are queued (no readiness future, no select); wait
-        // for readability, or cancellation, only when the queue is empty.
-        let (n, src) = match sock.try_recv_from(&mut buf) {
-            Ok(x) => x,
+        // Read what is queued at once (up to a batch per call: no readiness future, no
+        // select); wait for readability, or cancellation, only when nothing is.
+        let n = match batch.recv(&front.sock) {
+            Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 run = 0;
                 tokio::select! {
                     biased;
                     _ = &mut cancelled => break,
-                    r = sock.readable() => {
+                    r = front.sock.readable() => {
                         if let Err(e) = r {
                             // Only when the runtime is going away.
                             tracing::debug!(error = %e, "udp socket error");
@@ -77,14 +88,47 @@ pub async fn udp_loop(
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some systems; keep going.
                 tracing::debug!(error = %e, "udp receive error");
+                run += 1;
                 continue;
             }
         };
         let received = Instant::now();
-        let Some(pkt) = buf.get(..n) else { continue };
-        let fast = try_fast_hit(&shared, &sock, pkt, src, received, &mut key, &mut out).await;
+        for i in 0..n {
+            if let Some((pkt, src)) = batch.get(i) {
+                front.handle(pkt, src, received).await;
+            }
+        }
+        run += n.max(1);
+    }
+}
+
+/// One socket's front end: what handling a datagram needs.
+struct Front {
+    sock: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    /// Queries handed to the slow path and not yet answered, bounded.
+    inflight: Arc<Semaphore>,
+    /// Scratch: the cache key, the reply.
+    key: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Front {
+    /// Answers `pkt` from the cache, or hands it to the slow path (a task), or, over the
+    /// in-flight bound, answers SERVFAIL or drops it.
+    async fn handle(&mut self, pkt: &[u8], src: SocketAddr, received: Instant) {
+        let Front {
+            sock,
+            shared,
+            tracker,
+            inflight,
+            key,
+            out,
+        } = self;
+        let fast = try_fast_hit(shared, sock, pkt, src, received, key, out).await;
         if fast == Fast::Answered {
-            continue;
+            return;
         }
         let Ok(permit) = inflight.clone().try_acquire_owned() else {
             // Over the bound: a well-formed query from an allowed client gets SERVFAIL at
@@ -112,7 +156,7 @@ pub async fn udp_loop(
             }
             ev.duration = received.elapsed();
             shared.events.emit(ev);
-            continue;
+            return;
         };
         // The packet, and after it the cache key the fast path computed if its lookup was a
         // plain miss (one allocation; the slow path then neither recomputes the key nor
@@ -121,7 +165,7 @@ pub async fn udp_loop(
         let mut data = Vec::with_capacity(pkt.len() + if missed { key.len() } else { 0 });
         data.extend_from_slice(pkt);
         if missed {
-            data.extend_from_slice(&key);
+            data.extend_from_slice(key);
         }
         let pkt_len = pkt.len();
         let (sock, shared) = (sock.clone(), shared.clone());
@@ -142,6 +186,71 @@ pub async fn udp_loop(
             shared.events.emit(ev);
         }));
     }
+}
+
+/// Receive buffers for one socket: up to `BATCH` datagrams per `recvmmsg(2)` call, so a
+/// busy socket costs one system call per batch instead of one per query.
+struct Batch {
+    /// `BATCH` buffers of `UDP_RECV` bytes, back to back (only the pages datagrams were
+    /// written to are ever touched).
+    bufs: Vec<u8>,
+    /// Length and source of each datagram of the last call.
+    got: [(usize, Option<SocketAddr>); BATCH],
+    n: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            bufs: vec![0; BATCH * UDP_RECV],
+            got: [(0, None); BATCH],
+            n: 0,
+        }
+    }
+
+    /// Reads the datagrams queued on `sock` (at most `BATCH`) without waiting: how many,
+    /// or `WouldBlock` if none (which also clears the socket's readiness).
+    fn recv(&mut self, sock: &UdpSocket) -> std::io::Result<usize> {
+        let Batch { bufs, got, n } = self;
+        *n = 0;
+        let fd = sock.as_raw_fd();
+        let k = sock.try_io(Interest::READABLE, || {
+            // Made per call: it holds raw pointers, so it cannot live in this (Send) task
+            // across an await; two small allocations per batch.
+            let mut hdrs = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+            let mut chunks = bufs.chunks_mut(UDP_RECV);
+            let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+                std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
+            let msgs = recvmmsg(fd, &mut hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+                .map_err(std::io::Error::from)?;
+            let mut k = 0;
+            for (slot, m) in got.iter_mut().zip(msgs) {
+                *slot = (m.bytes, m.address.and_then(|a| to_std(&a)));
+                k += 1;
+            }
+            Ok(k)
+        })?;
+        *n = k;
+        Ok(k)
+    }
+
+    /// The `i`th datagram of the last call and its source.
+    fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.n {
+            return None;
+        }
+        let (len, src) = *self.got.get(i)?;
+        let pkt = self.bufs.get(i * UDP_RECV..)?.get(..len.min(UDP_RECV))?;
+        Some((pkt, src?))
+    }
+}
+
+/// A socket address as the standard library has it.
+fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 /// Sends a reply: at once if the socket has room (it nearly always has: no readiness
