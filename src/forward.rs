@@ -272,7 +272,7 @@ pub async fn resolve(
     let join = if flight_key.is_empty() {
         Join::Alone
     } else {
-        shared.inflight.join(&flight_key)
+        shared.inflight.join(flight_key)
     };
     let landed = match &join {
         Join::Follow(flight) => {

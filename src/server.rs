@@ -1,7 +1,8 @@
 //! The UDP front end: one receive loop per socket, each on its own thread's
-//! current-thread runtime (`SO_REUSEPORT` spreads clients over them); cache hits are
-//! answered inside the loop from wire bytes (no task, no channel, no allocation), and
-//! everything else is spawned to `forward::resolve` under a bound. TCP is `tcp`'s.
+//! current-thread runtime (`SO_REUSEPORT` spreads clients over them). A busy socket is
+//! read a batch of datagrams per system call (`recvmmsg`); cache hits are answered inside
+//! the loop from wire bytes (no task, no channel, no allocation), and everything else is
+//! spawned to `forward::resolve` under a bound. TCP is `tcp`'s.
 //!
 //! Every packet yields exactly one event, on every path.
 

@@ -16,7 +16,8 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 use tokio::sync::Notify;
 
 use super::Answer;
@@ -42,6 +43,9 @@ const SHARDS: usize = 16;
 /// One exchange in flight and the outcome it will publish.
 #[derive(Debug)]
 pub struct Flight<T> {
+    /// Its key, and the key's hash (computed once per query).
+    key: Vec<u8>,
+    hash: u64,
     outcome: OnceLock<Option<T>>,
     done: Notify,
     followers: AtomicUsize,
@@ -73,8 +77,9 @@ pub enum Join<'a, T> {
     Alone,
 }
 
-/// One lock's worth of flights, by key.
-type Shard<T> = FxHashMap<Vec<u8>, Arc<Flight<T>>>;
+/// One lock's worth of flights, found by their key's hash (the key lives in the flight:
+/// one allocation per flight for it).
+type Shard<T> = HashTable<Arc<Flight<T>>>;
 
 /// The table of flights.
 #[derive(Debug)]
@@ -87,13 +92,14 @@ impl<T> Inflight<T> {
     /// An empty table whose flights take at most `max_followers` each.
     pub fn new(max_followers: usize) -> Inflight<T> {
         Inflight {
-            shards: std::array::from_fn(|_| Mutex::new(FxHashMap::default())),
+            shards: std::array::from_fn(|_| Mutex::new(HashTable::new())),
             max_followers,
         }
     }
 
-    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard<T>> {
-        let i = (FxBuildHasher.hash_one(key) as usize) % SHARDS;
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard<T>> {
+        // The high bits: the table uses the low ones.
+        let i = ((hash >> 48) as usize) % SHARDS;
         let m = self.shards.get(i).unwrap_or(&self.shards[0]);
         match m.lock() {
             Ok(g) => g,
@@ -117,23 +123,26 @@ impl<T> Inflight<T> {
     }
 
     /// Leads the flight for `key`, or follows the one already in the air.
-    pub fn join(&self, key: &[u8]) -> Join<'_, T> {
-        let mut m = self.shard(key);
-        if let Some(f) = m.get(key) {
+    pub fn join(&self, key: impl Into<Vec<u8>>) -> Join<'_, T> {
+        let key = key.into();
+        let hash = FxBuildHasher.hash_one(&key[..]);
+        let mut m = self.shard(hash);
+        if let Some(f) = m.find(hash, |f| f.key == key) {
             if f.followers.fetch_add(1, Ordering::Relaxed) < self.max_followers {
                 return Join::Follow(f.clone());
             }
             return Join::Alone;
         }
         let flight = Arc::new(Flight {
+            key,
+            hash,
             outcome: OnceLock::new(),
             done: Notify::new(),
             followers: AtomicUsize::new(0),
         });
-        m.insert(key.to_vec(), flight.clone());
+        m.insert_unique(hash, flight.clone(), |f| f.hash);
         Join::Lead(Leader {
             table: self,
-            key: key.to_vec(),
             flight,
         })
     }
@@ -144,7 +153,6 @@ impl<T> Inflight<T> {
 #[derive(Debug)]
 pub struct Leader<'a, T> {
     table: &'a Inflight<T>,
-    key: Vec<u8>,
     flight: Arc<Flight<T>>,
 }
 
@@ -157,11 +165,9 @@ impl<T> Leader<'_, T> {
 
     fn land(&self, outcome: Option<T>) {
         {
-            let mut m = self.table.shard(&self.key);
-            if m.get(&self.key)
-                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
-            {
-                m.remove(&self.key);
+            let mut m = self.table.shard(self.flight.hash);
+            if let Ok(e) = m.find_entry(self.flight.hash, |f| Arc::ptr_eq(f, &self.flight)) {
+                e.remove();
             }
         }
         let _ = self.flight.outcome.set(outcome);
