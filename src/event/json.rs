@@ -1,11 +1,26 @@
 //! The JSON line of one event: hand-written so the writer thread formats without
 //! allocating. The schema is documented in the parent module.
+//!
+//! Consecutive events mostly share their low-variety parts (the client address, the
+//! upstream, and the run from the question type to the cache status: rcode, flags,
+//! generation, zone, error). The writer keeps the last formatted text of each in a
+//! [`LineCache`] and copies it when the next event's values are the same, so a line costs a
+//! few copies plus its truly per-query numbers and name. `json_reference` (tests only) keeps
+//! the formatter this replaced; the tests hold the two to byte-identical output.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{CacheStatus, QueryEvent, TlsConn, SCHEMA_VERSION};
+use super::{CacheStatus, Outcome, Proto, QueryEvent, TlsConn, SCHEMA_VERSION};
+
+/// The ECS version as a literal, so it can be spliced into the constant parts of a line.
+macro_rules! ecs_version {
+    () => {
+        "8.11.0"
+    };
+}
 
 /// The rcode's mnemonic (`NOERROR`, `NXDOMAIN`, …, `BADVERS`), extended codes included.
 pub fn rcode_name(code: u16) -> std::borrow::Cow<'static, str> {
@@ -43,22 +58,56 @@ fn qtype_name(t: u16) -> std::borrow::Cow<'static, str> {
     }
 }
 
-/// Appends the decimal digits of `n` (no allocation, no `fmt` machinery).
-fn push_u64(out: &mut Vec<u8>, n: u64) {
-    // Most numbers in an event (octets, counts, small ports) have at most three digits:
-    // pushed one by one, without a copy of variable length.
-    if n < 10 {
-        out.push(b'0' + n as u8);
-    } else if n < 100 {
-        out.push(b'0' + (n / 10) as u8);
-        out.push(b'0' + (n % 10) as u8);
-    } else if n < 1000 {
-        out.push(b'0' + (n / 100) as u8);
-        out.push(b'0' + (n / 10 % 10) as u8);
-        out.push(b'0' + (n % 10) as u8);
-    } else {
-        push_u64_long(out, n);
+/// The ASCII digit of `n`'s last decimal place.
+#[inline]
+fn digit(n: u32) -> u8 {
+    b'0' + (n % 10) as u8
+}
+
+/// The two ASCII digits of `n` % 100.
+#[inline]
+fn pair(n: u32) -> [u8; 2] {
+    let i = (n % 100) as usize * 2;
+    match PAIRS.get(i..i + 2) {
+        Some(&[a, b]) => [a, b],
+        _ => *b"00",
     }
+}
+
+/// Appends the decimal digits of `n` (no allocation, no `fmt` machinery).
+#[inline]
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    // Every number in an event is usually under 100,000 (ports, IDs, sizes, counts, hit
+    // durations in ns are the longest): written as one fixed-size copy.
+    match u32::try_from(n) {
+        Ok(n) if n < 100_000 => push_small(out, n),
+        _ => push_u64_long(out, n),
+    }
+}
+
+/// `n` < 100,000 in as many digits as it has.
+#[inline]
+fn push_small(out: &mut Vec<u8>, n: u32) {
+    if n < 10 {
+        out.push(digit(n));
+    } else if n < 100 {
+        out.extend_from_slice(&pair(n));
+    } else if n < 1_000 {
+        let [a, b] = pair(n);
+        out.extend_from_slice(&[digit(n / 100), a, b]);
+    } else if n < 10_000 {
+        let ([a, b], [c, d]) = (pair(n / 100), pair(n));
+        out.extend_from_slice(&[a, b, c, d]);
+    } else {
+        out.extend_from_slice(&five(n));
+    }
+}
+
+/// `n` % 100,000 in exactly five digits.
+#[inline]
+fn five(n: u32) -> [u8; 5] {
+    let ([b, c], [d, e]) = (pair(n / 100), pair(n));
+    [digit(n / 10_000), b, c, d, e]
 }
 
 /// "00" to "99": two digits per division.
@@ -97,6 +146,12 @@ fn digits(buf: &mut [u8; 20], mut n: u64) -> usize {
 }
 
 fn push_u64_long(out: &mut Vec<u8>, n: u64) {
+    if n < 10_000_000_000 {
+        // Durations in ns: the digits above the last five, then those five.
+        push_small(out, (n / 100_000) as u32);
+        out.extend_from_slice(&five((n % 100_000) as u32));
+        return;
+    }
     let mut buf = [b'0'; 20];
     let i = digits(&mut buf, n);
     out.extend_from_slice(buf.get(i..).unwrap_or(&[]));
@@ -110,14 +165,21 @@ fn push_padded(out: &mut Vec<u8>, n: u64, width: usize) {
     out.extend_from_slice(buf.get(start..).unwrap_or(&[]));
 }
 
+/// `n` % 1000 in exactly three digits.
+fn push_3(out: &mut Vec<u8>, n: u64) {
+    let n = (n % 1_000) as u32;
+    let [b, c] = pair(n);
+    out.extend_from_slice(&[digit(n / 100), b, c]);
+}
+
 /// `ip:port`, or `[ip]:port` for IPv6.
 fn push_addr(out: &mut Vec<u8>, a: SocketAddr) {
     if a.is_ipv6() {
         out.push(b'[');
-        push_ip(out, a);
+        push_ip(out, a.ip());
         out.push(b']');
     } else {
-        push_ip(out, a);
+        push_ip(out, a.ip());
     }
     out.push(b':');
     push_u64(out, u64::from(a.port()));
@@ -133,24 +195,86 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// Remembers the formatted date and time of the last whole second seen, so the writer
 /// formats a calendar date once per second rather than once per event.
 #[derive(Default)]
-pub(super) struct TimeCache {
+struct TimeCache {
     secs: Option<u64>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `secs`.
     prefix: Vec<u8>,
 }
 
 impl TimeCache {
-    fn write(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+    /// Brings `prefix` to the second of `t`; returns the microseconds within it.
+    fn update(&mut self, t: SystemTime) -> u32 {
         let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = d.as_secs();
         if self.secs != Some(secs) {
             self.prefix.clear();
             civil(&mut self.prefix, secs);
+            self.prefix.push(b'.');
             self.secs = Some(secs);
         }
+        d.subsec_micros()
+    }
+
+    fn write(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+        let us = self.update(t);
         out.extend_from_slice(&self.prefix);
-        out.push(b'.');
-        push_padded(out, u64::from(d.subsec_micros()), 6);
-        out.push(b'Z');
+        out.extend_from_slice(&micros(us));
+    }
+}
+
+/// Microseconds as six digits and the `Z` of UTC.
+fn micros(us: u32) -> [u8; 7] {
+    let ([a, b], [c, d], [e, f]) = (pair(us / 10_000), pair(us / 100), pair(us));
+    [a, b, c, d, e, f, b'Z']
+}
+
+/// The start of a line up to `"duration":`, for the current second: one copy per event,
+/// then its microseconds and outcome written over the placeholders.
+#[derive(Default)]
+struct Head {
+    time: TimeCache,
+    /// `{"@timestamp":"<prefix>000000Z","ecs":…,"outcome":"success","duration":`
+    text: Vec<u8>,
+    /// Where the microseconds are in `text`.
+    micros_at: usize,
+}
+
+/// The rest of the head after the timestamp, up to the outcome.
+const HEAD_MIDDLE: &str = concat!(
+    "\",\"ecs\":{\"version\":\"",
+    ecs_version!(),
+    "\"},\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\"type\":[\"protocol\"],\"dataset\":\"splitdns.query\",\"outcome\":\""
+);
+/// After the outcome: `","duration":`.
+const HEAD_END: &[u8] = b"\",\"duration\":";
+
+impl Head {
+    fn write(&mut self, out: &mut Vec<u8>, t: SystemTime, failure: bool) {
+        let before = self.time.secs;
+        let us = self.time.update(t);
+        if self.text.is_empty() || before != self.time.secs {
+            self.text.clear();
+            self.text.extend_from_slice(b"{\"@timestamp\":\"");
+            self.text.extend_from_slice(&self.time.prefix);
+            self.micros_at = self.text.len();
+            self.text.extend_from_slice(b"000000Z");
+            self.text.extend_from_slice(HEAD_MIDDLE.as_bytes());
+            self.text.extend_from_slice(b"success");
+            self.text.extend_from_slice(HEAD_END);
+        }
+        let start = out.len();
+        out.extend_from_slice(&self.text);
+        let at = start + self.micros_at;
+        if let Some(dst) = out.get_mut(at..at + 7) {
+            dst.copy_from_slice(&micros(us));
+        }
+        if failure {
+            // "failure" has the length of "success": written over it.
+            let at = out.len() - HEAD_END.len() - 7;
+            if let Some(dst) = out.get_mut(at..at + 7) {
+                dst.copy_from_slice(b"failure");
+            }
+        }
     }
 }
 
@@ -201,11 +325,70 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Bytes a name label shows as they are in presentation form: printable ASCII except the
+/// dot, the backslash and the quote.
+fn plain(b: u8) -> bool {
+    plain_or_dot(b) && b != b'.'
+}
+
+/// Printable ASCII except the backslash and the quote.
+fn plain_or_dot(b: u8) -> bool {
+    b.wrapping_sub(0x21) < 0x5e && b != b'\\' && b != b'"'
+}
+
+/// Appends the presentation form of a well-formed name of plain labels that ends at the
+/// root label, and returns true; anything else: false, with `out` left longer (the caller
+/// truncates). The name's text is its wire form after the first length byte with every
+/// later length byte (and the root label) turned into a dot: one copy, a walk over the
+/// length bytes, and a check of the bytes that needs no branch per byte.
+fn plain_name(out: &mut Vec<u8>, wire: &[u8]) -> bool {
+    let Some(body) = wire.get(1..) else {
+        return false;
+    };
+    let start = out.len();
+    out.extend_from_slice(body);
+    let mut pos = 0usize;
+    let mut labels = 0usize;
+    loop {
+        let Some(&len) = wire.get(pos) else {
+            return false;
+        };
+        if len == 0 {
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return false;
+        }
+        pos += 1 + usize::from(len);
+        // The byte after the label (the next length byte, or the root) reads as a dot.
+        match out.get_mut(start + pos - 1) {
+            Some(b) => *b = b'.',
+            None => return false,
+        }
+        labels += 1;
+    }
+    if labels == 0 {
+        return false;
+    }
+    out.truncate(start + pos);
+    let text = out.get(start..).unwrap_or(&[]);
+    // Every byte printable, and no dots but the ones just written (a dot inside a label
+    // needs an escape).
+    let ok = text.iter().fold(true, |ok, &b| ok & plain_or_dot(b));
+    ok && text.iter().filter(|&&b| b == b'.').count() == labels
+}
+
 /// Writes a wire name as a JSON string in presentation form: `\DDD` escapes (RFC 1035
 /// §5.1) for bytes that are not printable ASCII, dots inside labels, backslashes and
 /// quotes, with the backslashes themselves escaped for JSON.
 fn json_name(out: &mut Vec<u8>, wire: &[u8]) {
     out.push(b'"');
+    let start = out.len();
+    if plain_name(out, wire) {
+        out.push(b'"');
+        return;
+    }
+    out.truncate(start);
     let mut pos = 0usize;
     let mut wrote = false;
     while let Some(&len) = wire.get(pos) {
@@ -215,14 +398,6 @@ fn json_name(out: &mut Vec<u8>, wire: &[u8]) {
         let Some(label) = wire.get(pos + 1..pos + 1 + usize::from(len)) else {
             break;
         };
-        let plain = |b: u8| b.is_ascii_graphic() && b != b'.' && b != b'\\' && b != b'"';
-        if label.iter().all(|&b| plain(b)) {
-            out.extend_from_slice(label);
-            out.push(b'.');
-            wrote = true;
-            pos += 1 + usize::from(len);
-            continue;
-        }
         for &b in label {
             if plain(b) {
                 out.push(b);
@@ -245,7 +420,7 @@ fn json_ms(out: &mut Vec<u8>, d: Duration) {
     let us = d.as_micros() as u64;
     push_u64(out, us / 1000);
     out.push(b'.');
-    push_padded(out, us % 1000, 3);
+    push_3(out, us);
 }
 
 /// `,"tls":{"connection":"reused"}` or
@@ -265,15 +440,11 @@ fn push_tls(out: &mut Vec<u8>, t: TlsConn) {
     }
 }
 
-/// The ECS version as a literal, so it can be spliced into the constant parts of a line.
-macro_rules! ecs_version {
-    () => {
-        "8.11.0"
-    };
-}
-
 /// ECS version the field names follow.
 pub const ECS_VERSION: &str = ecs_version!();
+
+/// The reply header bits `dns.header_flags` lists (AA, TC, RD, RA, AD, CD).
+const FLAG_BITS: u16 = 0x0400 | 0x0200 | 0x0100 | 0x0080 | 0x0020 | 0x0010;
 
 /// `dns.header_flags` of the reply: the flags ECS lists (AA, TC, RD, RA, AD, CD, DO).
 fn push_header_flags(out: &mut Vec<u8>, flags: u16, dnssec_ok: bool) {
@@ -287,16 +458,12 @@ fn push_header_flags(out: &mut Vec<u8>, flags: u16, dnssec_ok: bool) {
     ];
     out.push(b'[');
     let mut first = true;
-    // Byte by byte: two-letter names need no copy call.
     let mut put = |out: &mut Vec<u8>, [a, b]: [u8; 2]| {
         if !first {
             out.push(b',');
         }
         first = false;
-        out.push(b'"');
-        out.push(a);
-        out.push(b);
-        out.push(b'"');
+        out.extend_from_slice(&[b'"', a, b, b'"']);
     };
     for (bit, name) in BITS {
         if flags & bit != 0 {
@@ -309,80 +476,119 @@ fn push_header_flags(out: &mut Vec<u8>, flags: u16, dnssec_ok: bool) {
     out.push(b']');
 }
 
-fn push_ip(out: &mut Vec<u8>, a: SocketAddr) {
-    match a {
-        SocketAddr::V4(v4) => {
-            for (i, o) in v4.ip().octets().iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                push_u64(out, u64::from(*o));
-            }
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            push_small(out, u32::from(a));
+            out.push(b'.');
+            push_small(out, u32::from(b));
+            out.push(b'.');
+            push_small(out, u32::from(c));
+            out.push(b'.');
+            push_small(out, u32::from(d));
         }
-        SocketAddr::V6(v6) => {
-            let _ = write!(out, "{}", v6.ip());
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
         }
     }
 }
 
-impl QueryEvent {
-    /// Appends this event as one JSON object (no newline) to `out`. Hand-written so the
-    /// writer thread formats an event without allocating; the schema is in the module doc.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.write_json_with(out, &mut TimeCache::default());
+/// `},"client":{"ip":"<ip>","port":`
+fn push_client(out: &mut Vec<u8>, ip: IpAddr) {
+    out.extend_from_slice(b"},\"client\":{\"ip\":\"");
+    push_ip(out, ip);
+    out.extend_from_slice(b"\",\"port\":");
+}
+
+/// The text of the last IP address (client) or socket address (upstream) written.
+struct AddrText<A> {
+    addr: Option<A>,
+    text: Vec<u8>,
+}
+
+impl<A> Default for AddrText<A> {
+    fn default() -> Self {
+        AddrText {
+            addr: None,
+            text: Vec::new(),
+        }
+    }
+}
+
+impl<A: PartialEq + Copy> AddrText<A> {
+    fn push(&mut self, out: &mut Vec<u8>, addr: A, format: fn(&mut Vec<u8>, A)) {
+        if self.addr != Some(addr) {
+            self.text.clear();
+            format(&mut self.text, addr);
+            self.addr = Some(addr);
+        }
+        out.extend_from_slice(&self.text);
+    }
+}
+
+fn same_str(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// What decides the run of a line from the question type to the cache status.
+struct MidKey {
+    /// The question type, when the question is written.
+    qtype: Option<u16>,
+    rcode: Option<u16>,
+    flags: u16,
+    dnssec_ok: bool,
+    error: Option<&'static str>,
+    generation: Option<u64>,
+    zone: Option<Arc<str>>,
+    local: Option<&'static str>,
+    cache: CacheStatus,
+}
+
+/// The question type if the question is written (both name and type are known).
+fn question_type(ev: &QueryEvent) -> Option<u16> {
+    ev.qname.as_ref().and(ev.qtype)
+}
+
+impl MidKey {
+    fn of(ev: &QueryEvent) -> MidKey {
+        MidKey {
+            qtype: question_type(ev),
+            rcode: ev.rcode,
+            flags: ev.flags & FLAG_BITS,
+            dnssec_ok: ev.dnssec_ok,
+            error: ev.error,
+            generation: ev.generation,
+            zone: ev.zone.clone(),
+            local: ev.local,
+            cache: ev.cache,
+        }
     }
 
-    pub(super) fn write_json_with(&self, out: &mut Vec<u8>, time: &mut TimeCache) {
-        // One growth check for the usual line (a few hundred bytes) instead of many.
-        out.reserve(768 + 128 * self.attempts.len());
-        out.extend_from_slice(b"{\"@timestamp\":\"");
-        time.write(out, self.timestamp);
-        // Constant runs are written in one piece each (fewer, longer copies).
-        out.extend_from_slice(
-            concat!(
-                "\",\"ecs\":{\"version\":\"",
-                ecs_version!(),
-                "\"},\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\"type\":[\"protocol\"],\"dataset\":\"splitdns.query\",\"outcome\":\""
-            )
-            .as_bytes(),
-        );
-        out.extend_from_slice(if self.error.is_some() {
-            b"failure\",\"duration\":" as &[u8]
-        } else {
-            b"success\",\"duration\":"
-        });
-        push_u64(
-            out,
-            u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX),
-        );
-        out.extend_from_slice(b"},\"client\":{\"ip\":\"");
-        push_ip(out, self.client);
-        out.extend_from_slice(b"\",\"port\":");
-        push_u64(out, u64::from(self.client.port()));
-        out.extend_from_slice(match self.proto {
-            super::Proto::Udp => {
-                b"},\"network\":{\"transport\":\"udp\",\"protocol\":\"dns\"},\"dns\":{\"type\":\""
-                    as &[u8]
+    fn matches(&self, ev: &QueryEvent) -> bool {
+        self.qtype == question_type(ev)
+            && self.rcode == ev.rcode
+            && self.flags == ev.flags & FLAG_BITS
+            && self.dnssec_ok == ev.dnssec_ok
+            && self.generation == ev.generation
+            && self.cache == ev.cache
+            && same_str(self.error, ev.error)
+            && same_str(self.local, ev.local)
+            && match (&self.zone, &ev.zone) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
+                (None, None) => true,
+                _ => false,
             }
-            super::Proto::Tcp => {
-                b"},\"network\":{\"transport\":\"tcp\",\"protocol\":\"dns\"},\"dns\":{\"type\":\""
-            }
-            super::Proto::Tls => {
-                b"},\"network\":{\"transport\":\"tls\",\"protocol\":\"dns\"},\"dns\":{\"type\":\""
-            }
-        });
-        out.extend_from_slice(if self.rcode.is_some() {
-            b"answer\"" as &[u8]
-        } else {
-            b"query\""
-        });
-        if let Some(id) = self.id {
-            out.extend_from_slice(b",\"id\":");
-            push_u64(out, u64::from(id));
-        }
-        if let (Some(n), Some(t)) = (&self.qname, self.qtype) {
-            out.extend_from_slice(b",\"question\":{\"name\":");
-            json_name(out, n.as_wire());
+    }
+
+    /// `[,"type":T}][,"response_code":R,"header_flags":[…]]}[,"error":{…}],"splitdns":{
+    /// "schema_version":2[,"generation":G][,"zone":Z][,"local":L],"cache":{"status":"S"`
+    fn write(&self, out: &mut Vec<u8>) {
+        if let Some(t) = self.qtype {
             out.extend_from_slice(b",\"type\":");
             json_str(out, &qtype_name(t));
             out.push(b'}');
@@ -399,12 +605,6 @@ impl QueryEvent {
             json_str(out, e);
             out.push(b'}');
         }
-        self.write_splitdns(out);
-        out.push(b'}');
-    }
-
-    /// The `splitdns` object: everything without an ECS name.
-    fn write_splitdns(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"splitdns\":{\"schema_version\":");
         push_u64(out, u64::from(SCHEMA_VERSION));
         if let Some(g) = self.generation {
@@ -422,14 +622,49 @@ impl QueryEvent {
         out.extend_from_slice(b",\"cache\":{\"status\":\"");
         out.extend_from_slice(self.cache.as_str().as_bytes());
         out.push(b'"');
-        if let (Some((ttl, age)), CacheStatus::Hit | CacheStatus::Stale) =
-            (self.cache_entry, self.cache)
-        {
-            out.extend_from_slice(b",\"ttl\":");
-            push_u64(out, u64::from(ttl));
-            out.extend_from_slice(b",\"age\":");
-            push_u64(out, u64::from(age));
+    }
+}
+
+/// The last run from the question type to the cache status, and what it was written for.
+#[derive(Default)]
+struct MidText {
+    key: Option<MidKey>,
+    text: Vec<u8>,
+}
+
+impl MidText {
+    fn push(&mut self, out: &mut Vec<u8>, ev: &QueryEvent) {
+        if !self.key.as_ref().is_some_and(|k| k.matches(ev)) {
+            let key = MidKey::of(ev);
+            self.text.clear();
+            key.write(&mut self.text);
+            self.key = Some(key);
         }
+        out.extend_from_slice(&self.text);
+    }
+}
+
+/// What decides the run from the end of the cache object to the first attempt's outcome.
+#[derive(Clone, Copy, PartialEq)]
+struct TailKey {
+    upstream: Option<SocketAddr>,
+    servers_file_version: Option<u64>,
+    /// The first attempt's server and transport.
+    first: Option<(SocketAddr, Proto)>,
+}
+
+impl TailKey {
+    fn of(ev: &QueryEvent) -> TailKey {
+        TailKey {
+            upstream: ev.upstream,
+            servers_file_version: ev.servers_file_version,
+            first: ev.attempts.first().map(|a| (a.server, a.proto)),
+        }
+    }
+
+    /// `}[,"upstream":"U"][,"servers_file_version":V],"attempts":[` and, with an attempt,
+    /// `{"server":"S","transport":"T","outcome":"`.
+    fn write(&self, out: &mut Vec<u8>) {
         out.push(b'}');
         if let Some(u) = self.upstream {
             out.extend_from_slice(b",\"upstream\":\"");
@@ -441,17 +676,133 @@ impl QueryEvent {
             push_u64(out, v);
         }
         out.extend_from_slice(b",\"attempts\":[");
+        if let Some((server, proto)) = self.first {
+            out.extend_from_slice(b"{\"server\":\"");
+            push_addr(out, server);
+            out.extend_from_slice(transport_part(proto));
+        }
+    }
+}
+
+/// The last run written by [`TailKey::write`], and its key.
+#[derive(Default)]
+struct TailText {
+    key: Option<TailKey>,
+    text: Vec<u8>,
+}
+
+impl TailText {
+    fn push(&mut self, out: &mut Vec<u8>, ev: &QueryEvent) {
+        let key = TailKey::of(ev);
+        if self.key != Some(key) {
+            self.text.clear();
+            key.write(&mut self.text);
+            self.key = Some(key);
+        }
+        out.extend_from_slice(&self.text);
+    }
+}
+
+/// What the writer thread remembers from the lines it wrote, to copy rather than format
+/// the parts the next event shares with them. Owned by one writer; holds one zone name.
+#[derive(Default)]
+pub(super) struct LineCache {
+    head: Head,
+    client: AddrText<IpAddr>,
+    upstream: AddrText<SocketAddr>,
+    mid: MidText,
+    tail: TailText,
+}
+
+/// `","transport":"…","outcome":"` for an attempt's transport.
+fn transport_part(p: Proto) -> &'static [u8] {
+    match p {
+        Proto::Udp => b"\",\"transport\":\"udp\",\"outcome\":\"",
+        Proto::Tcp => b"\",\"transport\":\"tcp\",\"outcome\":\"",
+        Proto::Tls => b"\",\"transport\":\"tls\",\"outcome\":\"",
+    }
+}
+
+/// `…","duration_ms":` for an attempt's outcome.
+fn outcome_part(o: Outcome) -> &'static [u8] {
+    match o {
+        Outcome::Answer => b"answer\",\"duration_ms\":",
+        Outcome::Timeout => b"timeout\",\"duration_ms\":",
+        Outcome::Servfail => b"servfail\",\"duration_ms\":",
+        Outcome::Refused => b"refused\",\"duration_ms\":",
+        Outcome::Error => b"error\",\"duration_ms\":",
+        Outcome::Truncated => b"truncated\",\"duration_ms\":",
+        Outcome::Lost => b"lost\",\"duration_ms\":",
+        Outcome::NoEdns => b"noedns\",\"duration_ms\":",
+        Outcome::Loop => b"loop\",\"duration_ms\":",
+    }
+}
+
+impl QueryEvent {
+    /// Appends this event as one JSON object (no newline) to `out`. Hand-written so the
+    /// writer thread formats an event without allocating; the schema is in the module doc.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_json_with(out, &mut LineCache::default());
+    }
+
+    /// Like `write_json`, copying the parts `cache` holds from earlier lines.
+    pub(super) fn write_json_with(&self, out: &mut Vec<u8>, cache: &mut LineCache) {
+        // One growth check for the usual line (a few hundred bytes) instead of many.
+        out.reserve(768 + 128 * self.attempts.len());
+        cache.head.write(out, self.timestamp, self.error.is_some());
+        push_u64(
+            out,
+            u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX),
+        );
+        cache.client.push(out, self.client.ip(), push_client);
+        push_u64(out, u64::from(self.client.port()));
+        let answered = self.rcode.is_some();
+        out.extend_from_slice(match (self.proto, answered) {
+            (Proto::Udp, true) => {
+                b"},\"network\":{\"transport\":\"udp\",\"protocol\":\"dns\"},\"dns\":{\"type\":\"answer\""
+                    as &[u8]
+            }
+            (Proto::Udp, false) => {
+                b"},\"network\":{\"transport\":\"udp\",\"protocol\":\"dns\"},\"dns\":{\"type\":\"query\""
+            }
+            (Proto::Tcp, true) => {
+                b"},\"network\":{\"transport\":\"tcp\",\"protocol\":\"dns\"},\"dns\":{\"type\":\"answer\""
+            }
+            (Proto::Tcp, false) => {
+                b"},\"network\":{\"transport\":\"tcp\",\"protocol\":\"dns\"},\"dns\":{\"type\":\"query\""
+            }
+            (Proto::Tls, true) => {
+                b"},\"network\":{\"transport\":\"tls\",\"protocol\":\"dns\"},\"dns\":{\"type\":\"answer\""
+            }
+            (Proto::Tls, false) => {
+                b"},\"network\":{\"transport\":\"tls\",\"protocol\":\"dns\"},\"dns\":{\"type\":\"query\""
+            }
+        });
+        if let Some(id) = self.id {
+            out.extend_from_slice(b",\"id\":");
+            push_small(out, u32::from(id));
+        }
+        if let (Some(n), Some(_)) = (&self.qname, self.qtype) {
+            out.extend_from_slice(b",\"question\":{\"name\":");
+            json_name(out, n.as_wire());
+        }
+        cache.mid.push(out, self);
+        if let (Some((ttl, age)), CacheStatus::Hit | CacheStatus::Stale) =
+            (self.cache_entry, self.cache)
+        {
+            out.extend_from_slice(b",\"ttl\":");
+            push_u64(out, u64::from(ttl));
+            out.extend_from_slice(b",\"age\":");
+            push_u64(out, u64::from(age));
+        }
+        cache.tail.push(out, self);
         for (i, a) in self.attempts.iter().enumerate() {
             if i > 0 {
-                out.push(b',');
+                out.extend_from_slice(b",{\"server\":\"");
+                cache.upstream.push(out, a.server, push_addr);
+                out.extend_from_slice(transport_part(a.proto));
             }
-            out.extend_from_slice(b"{\"server\":\"");
-            push_addr(out, a.server);
-            out.extend_from_slice(b"\",\"transport\":\"");
-            out.extend_from_slice(a.proto.as_str().as_bytes());
-            out.extend_from_slice(b"\",\"outcome\":\"");
-            out.extend_from_slice(a.outcome.as_str().as_bytes());
-            out.extend_from_slice(b"\",\"duration_ms\":");
+            out.extend_from_slice(outcome_part(a.outcome));
             json_ms(out, a.elapsed);
             if let Some(t) = a.tls {
                 push_tls(out, t);
@@ -459,7 +810,7 @@ impl QueryEvent {
             out.push(b'}');
         }
         out.extend_from_slice(b"],\"answers\":");
-        push_u64(out, u64::from(self.answers));
+        push_small(out, u32::from(self.answers));
         out.extend_from_slice(b",\"size\":");
         push_u64(out, self.size as u64);
         if let Some(d) = self.dnssec.as_deref() {
@@ -480,14 +831,14 @@ impl QueryEvent {
             push_u64(out, u64::from(d.chain_upstream));
             out.push(b'}');
         }
-        out.push(b'}');
+        out.extend_from_slice(b"}}");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Attempt, InlineName, Outcome, Proto};
+    use crate::event::{Attempt, DnssecEvent, DnssecOutcome, InlineName, Outcome, Proto};
     use std::sync::Arc;
 
     #[test]
@@ -507,6 +858,226 @@ mod tests {
                 let mut out = Vec::new();
                 push_padded(&mut out, n, width);
                 assert_eq!(String::from_utf8(out).unwrap(), format!("{n:0width$}"));
+            }
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*), so the varied events are the same
+    /// on every run.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+            items[self.below(items.len() as u64) as usize].clone()
+        }
+        /// Some (two times in three) with a value drawn by `f`.
+        fn some<T>(&mut self, f: impl FnOnce(&mut Gen) -> T) -> Option<T> {
+            if self.below(3) > 0 {
+                Some(f(self))
+            } else {
+                None
+            }
+        }
+        /// Some (one time in `n`) with a value drawn by `f`.
+        fn one_in<T>(&mut self, n: u64, f: impl FnOnce(&mut Gen) -> T) -> Option<T> {
+            if self.below(n) == 0 {
+                Some(f(self))
+            } else {
+                None
+            }
+        }
+    }
+
+    /// An event with every field drawn from a small set of values (so consecutive events
+    /// often share parts, and often do not), including names and strings to escape.
+    fn varied(g: &mut Gen, zones: &[Arc<str>]) -> QueryEvent {
+        let clients = [
+            "127.0.0.1:5300",
+            "127.0.0.1:41000",
+            "10.1.200.3:53",
+            "[::1]:5353",
+            "[fe80::1%2]:9",
+            "[::ffff:10.0.0.1]:65535",
+        ];
+        let servers = [
+            "127.0.0.1:8600",
+            "10.0.0.1:53",
+            "[fd00::1]:5353",
+            "127.0.0.1:53",
+        ];
+        // Labels of 46 (the length byte reads as a dot) and 63 bytes, in a name longer
+        // than the inline size.
+        let mut long = vec![46u8];
+        long.extend([b'x'; 46]);
+        long.push(63);
+        long.extend([b'y'; 63]);
+        long.extend_from_slice(b"\x02io\x00");
+        let names: [&[u8]; 10] = [
+            &long,
+            b"\x03web\x07service\x06consul\x00",
+            b"\x04n123\x05bench\x04test\x00",
+            b"\x00",
+            b"",
+            b"\x04a\"\\\x01\x00",
+            b"\x03a.b\x03C-d\x00",
+            b"\x05\xff\x20zz\x7f\x02ok\x00",
+            b"\x03abc\xc0\x0c",
+            b"\x05short",
+        ];
+        let proto = g.pick(&[Proto::Udp, Proto::Tcp, Proto::Tls]);
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_000_000_000_000 + g.below(3_000_000));
+        let mut ev = QueryEvent::new(t, g.pick(&clients).parse().unwrap(), proto);
+        ev.id = g.some(|g| g.below(65_536) as u16);
+        ev.qname = g.some(|g| InlineName::new(g.pick(&names)));
+        ev.qtype = g.some(|g| g.pick(&[1u16, 28, 12, 33, 5, 15, 16, 65, 6, 255, 65280, 0]));
+        ev.zone = g.some(|g| g.pick(zones));
+        ev.local = g.one_in(4, |g| {
+            g.pick(&["localhost", "rfc6303", "special-use", "chaos"])
+        });
+        ev.cache = g.pick(&[
+            CacheStatus::Hit,
+            CacheStatus::Miss,
+            CacheStatus::Stale,
+            CacheStatus::Off,
+            CacheStatus::Coalesced,
+        ]);
+        ev.upstream = g.some(|g| g.pick(&servers).parse().unwrap());
+        for _ in 0..g.below(4) {
+            let proto = g.pick(&[Proto::Udp, Proto::Tcp, Proto::Tls]);
+            let tls = if proto == Proto::Tls {
+                g.some(|g| TlsConn {
+                    reused: g.below(2) == 0,
+                    handshake: g.some(|g| Duration::from_micros(g.below(5_000_000))),
+                    resumed: g.below(2) == 0,
+                })
+            } else {
+                None
+            };
+            ev.attempts.push(Attempt {
+                server: g.pick(&servers).parse().unwrap(),
+                proto,
+                outcome: g.pick(&[
+                    Outcome::Answer,
+                    Outcome::Timeout,
+                    Outcome::Servfail,
+                    Outcome::Refused,
+                    Outcome::Error,
+                    Outcome::Truncated,
+                    Outcome::Lost,
+                    Outcome::NoEdns,
+                    Outcome::Loop,
+                ]),
+                elapsed: Duration::from_nanos(match g.below(5) {
+                    0 => g.next() % 10_000_000_000,
+                    _ => g.pick(&[0, 999, 1_500_000, 2_000_123_456]),
+                }),
+                tls,
+            });
+        }
+        ev.rcode = g.some(|g| g.pick(&[0u16, 1, 2, 3, 4, 5, 9, 16, 23, 4095]));
+        ev.flags = g.next() as u16;
+        ev.dnssec_ok = g.below(2) == 0;
+        ev.answers = g.pick(&[0u16, 1, 9, 10, 99, 100, 999, 1_000, 9_999, 10_000, 65_535]);
+        ev.cache_entry = g.some(|g| {
+            (
+                g.pick(&[0u32, 7, 300, 86_400, u32::MAX]),
+                g.pick(&[0u32, 12, 100_000]),
+            )
+        });
+        ev.generation = g.some(|g| g.pick(&[0u64, 1, 2, 1_000_000, u64::MAX]));
+        ev.servers_file_version = g.some(|g| g.pick(&[1u64, 42, 99_999, 100_000]));
+        ev.size = g.pick(&[0usize, 45, 512, 1_232, 65_535, 100_000]);
+        ev.duration = Duration::from_nanos(match g.below(7) {
+            0 => g.next() >> 1,
+            _ => g.pick(&[0, 9, 99_999, 100_000, 6_188_036, u64::MAX]),
+        });
+        ev.error = g.one_in(3, |g| {
+            g.pick(&[
+                "send failed",
+                "all servers failed",
+                "a \"quoted\" \\ \u{1} why",
+            ])
+        });
+        ev.dnssec = g.one_in(4, |g| {
+            Box::new(DnssecEvent {
+                outcome: g.pick(&[
+                    DnssecOutcome::Secure,
+                    DnssecOutcome::Insecure,
+                    DnssecOutcome::Bogus,
+                    DnssecOutcome::Indeterminate,
+                ]),
+                ede: g.some(|g| g.pick(&[6u16, 9, 10])),
+                reason: g.some(|g| Box::from(g.pick(&["no DNSKEY", "sig \"expired\"\n"]))),
+                chain_lookups: g.below(5) as u16,
+                chain_upstream: g.below(3) as u16,
+            })
+        });
+        ev
+    }
+
+    #[test]
+    fn lines_are_byte_identical_to_the_previous_formatter() {
+        // Zone names as the config hands them out: one Arc per zone, plus an equal name in
+        // another Arc (a reloaded snapshot) and one that needs escaping.
+        let zones: Vec<Arc<str>> = ["consul", "consul", ".", "bench.test", "we\"ird\\"]
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let mut cache = LineCache::default();
+        let mut joined = Vec::new();
+        for i in 0..20_000 {
+            let ev = varied(&mut g, &zones);
+            let mut old = Vec::new();
+            super::super::json_reference::write_json(&ev, &mut old);
+            let mut fresh = Vec::new();
+            ev.write_json(&mut fresh);
+            assert_eq!(
+                String::from_utf8_lossy(&fresh),
+                String::from_utf8_lossy(&old),
+                "event {i}, fresh cache: {ev:?}"
+            );
+            // The writer's way: one cache for every line, appended to one buffer.
+            let start = joined.len();
+            ev.write_json_with(&mut joined, &mut cache);
+            assert_eq!(
+                String::from_utf8_lossy(&joined[start..]),
+                String::from_utf8_lossy(&old),
+                "event {i}, shared cache: {ev:?}"
+            );
+            serde_json::from_slice::<serde_json::Value>(&old).unwrap();
+        }
+        // The same event twice in a row, and again after an event that differs only in
+        // one remembered part.
+        for _ in 0..2_000 {
+            let a = varied(&mut g, &zones);
+            let mut b = a.clone();
+            match g.below(6) {
+                0 => b.zone = g.pick(&zones).into(),
+                1 => b.rcode = b.rcode.map(|r| r ^ 1),
+                2 => b.flags ^= 1 << g.below(16),
+                3 => b.client = "10.1.200.4:53".parse().unwrap(),
+                4 => b.error = if b.error.is_some() { None } else { Some("x") },
+                _ => b.generation = b.generation.map(|x| x.wrapping_add(1)),
+            }
+            for ev in [&a, &a, &b, &a] {
+                let mut old = Vec::new();
+                super::super::json_reference::write_json(ev, &mut old);
+                let mut line = Vec::new();
+                ev.write_json_with(&mut line, &mut cache);
+                assert_eq!(
+                    String::from_utf8_lossy(&line),
+                    String::from_utf8_lossy(&old)
+                );
             }
         }
     }

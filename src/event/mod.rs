@@ -39,7 +39,10 @@
 //!
 //! # Layout
 //! - this file: the per-query record (`QueryEvent`) and its parts, built on the answer path;
-//! - `json`: the JSON line (pure formatting, allocation-free on the writer thread);
+//! - `json`: the JSON line (pure formatting, allocation-free on the writer thread, copying
+//!   the parts consecutive events share);
+//! - `json_reference` (tests only): the previous formatter, which `json` must match byte
+//!   for byte;
 //! - `sink`: the bounded channel and the writer thread (the only I/O here);
 //! - `stats`: counters folded from the same records as they are emitted.
 
@@ -48,6 +51,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 mod json;
+#[cfg(test)]
+mod json_reference;
 mod sink;
 pub mod stats;
 
@@ -175,29 +180,40 @@ pub struct TlsConn {
     pub resumed: bool,
 }
 
-/// A question name kept inline (no allocation on the hit path).
+/// Names up to this many wire bytes are kept inline; longer ones (rare: the longest usual
+/// names, IPv6 reverse names, take 74) are boxed.
+const INLINE_NAME: usize = 86;
+
+/// A question name, inline when short (no allocation on the hit path, and a small record
+/// to queue: the event moves whole into its lane).
 #[derive(Clone)]
-pub struct InlineName {
-    bytes: [u8; 255],
-    len: u8,
+pub enum InlineName {
+    /// Up to `INLINE_NAME` bytes: the length and the bytes.
+    Short(u8, [u8; INLINE_NAME]),
+    /// Longer names (at most 255 bytes are kept).
+    Long(Box<[u8]>),
 }
 
 impl InlineName {
     /// Copies up to 255 bytes of a wire name.
     pub fn new(wire: &[u8]) -> InlineName {
-        let mut bytes = [0u8; 255];
-        let n = wire.len().min(255);
-        if let (Some(dst), Some(src)) = (bytes.get_mut(..n), wire.get(..n)) {
-            dst.copy_from_slice(src);
+        let wire = wire.get(..255).unwrap_or(wire);
+        let n = wire.len();
+        if n > INLINE_NAME {
+            return InlineName::Long(Box::from(wire));
         }
-        InlineName {
-            bytes,
-            len: n as u8,
+        let mut bytes = [0u8; INLINE_NAME];
+        if let Some(dst) = bytes.get_mut(..n) {
+            dst.copy_from_slice(wire);
         }
+        InlineName::Short(n as u8, bytes)
     }
 
-    fn as_wire(&self) -> &[u8] {
-        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    pub(crate) fn as_wire(&self) -> &[u8] {
+        match self {
+            InlineName::Short(n, bytes) => bytes.get(..usize::from(*n)).unwrap_or(&[]),
+            InlineName::Long(b) => b,
+        }
     }
 }
 
@@ -378,6 +394,23 @@ mod tests {
             m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, ext, 0, 0, 0, 0, 0]);
         }
         m
+    }
+
+    #[test]
+    fn names_short_and_long_keep_their_bytes_and_the_record_stays_small() {
+        for len in [0usize, 1, 85, 86, 87, 200, 255, 300] {
+            let wire: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let name = InlineName::new(&wire);
+            assert_eq!(name.as_wire(), &wire[..len.min(255)], "{len}");
+            assert_eq!(matches!(name, InlineName::Short(..)), len <= INLINE_NAME);
+        }
+        // The record moves whole into a lane: keep it well under the ~500 bytes it had
+        // with a 255-byte inline name.
+        assert!(
+            std::mem::size_of::<QueryEvent>() <= 360,
+            "{}",
+            std::mem::size_of::<QueryEvent>()
+        );
     }
 
     #[test]

@@ -14,18 +14,20 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
-use super::json::TimeCache;
+use super::json::LineCache;
 use super::QueryEvent;
 use crate::config::EventsOutput;
 
 /// Lanes events are queued in; a recording thread keeps its lane (the receive threads are
 /// at most 8, so each usually has its own).
 const LANES: usize = 8;
-/// Events one lane holds for the writer before new ones are dropped. A lane's buffer (and
-/// the writer's spare) is reserved whole on the lane's first event, and only the slots
-/// used are ever touched: resident memory follows the largest batch, up to
-/// `LANE_CAPACITY` events (~1 MB) per lane in use, plus one spare, with a stalled output.
+/// Events one lane holds for the writer before new ones are dropped.
 const LANE_CAPACITY: usize = 2_048;
+/// Room a lane starts with (and grows from, doubling, up to `LANE_CAPACITY`): a 2 ms batch
+/// at 100k qps on one receive thread. A buffer the writer drains that had grown past it is
+/// freed rather than kept once its batches fall to a quarter of its size, so a burst's
+/// memory goes back to the allocator instead of staying resident for the process's life.
+const LANE_START: usize = 256;
 
 /// How long shutdown gives the output to take the events still queued.
 pub(crate) const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
@@ -245,10 +247,7 @@ impl EventSink {
                 return;
             }
             if lane.capacity() == 0 {
-                // Room for a full lane at once: memory the allocator hands out untouched,
-                // so only the slots used become resident, and growing never copies the
-                // batch or leaves the smaller buffers it outgrew behind in the heap.
-                lane.reserve_exact(LANE_CAPACITY);
+                lane.reserve_exact(LANE_START);
             }
             lane.push(ev);
         }
@@ -321,6 +320,8 @@ struct Writer {
     buf: Vec<u8>,
     /// A lane's batch, swapped out under its lock and formatted without it.
     batch: Vec<QueryEvent>,
+    /// The batch buffer is to be freed once formatted (it held few events for its size).
+    shrink_next: bool,
     /// Events whose lines are in `buf`, not yet all written.
     pending: u64,
     written: u64,
@@ -330,7 +331,8 @@ struct Writer {
     stopping: Arc<AtomicBool>,
     /// Set once stopping was seen: when waiting for the output ends.
     deadline: Option<std::time::Instant>,
-    time: TimeCache,
+    /// Parts of earlier lines, copied into later ones that share them.
+    lines: LineCache,
     /// `written`, for readers outside the thread.
     shared_written: Arc<AtomicU64>,
 }
@@ -348,13 +350,14 @@ impl Writer {
             mode,
             buf: Vec::new(),
             batch: Vec::new(),
+            shrink_next: false,
             pending: 0,
             written: 0,
             lost: 0,
             writes: 0,
             stopping,
             deadline: None,
-            time: TimeCache::default(),
+            lines: LineCache::default(),
         }
     }
 
@@ -372,7 +375,7 @@ impl Writer {
         if self.buf.capacity() == 0 {
             self.buf.reserve(BUFFER + 4096);
         }
-        ev.write_json_with(&mut self.buf, &mut self.time);
+        ev.write_json_with(&mut self.buf, &mut self.lines);
         self.buf.push(b'\n');
         self.pending += 1;
         if self.buf.len() >= BUFFER {
@@ -463,7 +466,13 @@ impl Writer {
         let mut n = 0;
         for Lane(lane) in &queues.lanes {
             std::mem::swap(&mut *lock(lane), &mut self.batch);
+            if self.batch.len() <= self.batch.capacity() / 4 && self.batch.capacity() > LANE_START {
+                // Grown in a burst that is over: format what it holds from a fresh small
+                // buffer's point of view, and let the big one go after.
+                self.shrink_next = true;
+            }
             if self.batch.is_empty() {
+                self.release_if_shrinking();
                 continue;
             }
             n += self.batch.len();
@@ -478,8 +487,17 @@ impl Writer {
             }
             batch.clear();
             self.batch = batch;
+            self.release_if_shrinking();
         }
         n
+    }
+
+    /// Drops the batch buffer if the batch it held was small for it (the lane that gets it
+    /// next starts again at `LANE_START`).
+    fn release_if_shrinking(&mut self) {
+        if std::mem::take(&mut self.shrink_next) {
+            self.batch = Vec::new();
+        }
     }
 
     fn run(mut self, queues: &Queues, dropped: &AtomicU64) {
@@ -593,6 +611,43 @@ mod tests {
             "{} writes for {} bytes",
             w.writes,
             text.len()
+        );
+    }
+
+    #[test]
+    fn a_burst_does_not_keep_its_buffers() {
+        let path = temp_path("burst.jsonl");
+        let f = std::fs::File::create(&path).unwrap();
+        let mut w = writer(Out::File(f));
+        let q = Queues::new();
+        let biggest = |q: &Queues, w: &Writer| {
+            q.lanes
+                .iter()
+                .map(|Lane(l)| lock(l).capacity())
+                .chain([w.batch.capacity()])
+                .max()
+                .unwrap()
+        };
+        // A burst fills one lane; then the load goes back to a trickle, then stops.
+        for i in 0..2_000 {
+            lock(&q.lanes[0].0).push(event(i));
+        }
+        assert!(biggest(&q, &w) >= 2_000);
+        assert_eq!(w.drain(&q), 2_000);
+        for round in 0..4 {
+            for i in 0..10 {
+                lock(&q.lanes[0].0).push(event(i));
+            }
+            assert_eq!(w.drain(&q), 10, "round {round}");
+        }
+        assert_eq!(w.drain(&q), 0);
+        w.flush();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(w.written, 2_040);
+        assert!(
+            biggest(&q, &w) <= LANE_START,
+            "a buffer of {} events is still held",
+            biggest(&q, &w)
         );
     }
 
