@@ -6,14 +6,10 @@
 //!
 //! Every packet yields exactly one event, on every path.
 
-use std::io::IoSliceMut;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +20,7 @@ use crate::config::Limits;
 use crate::event::{CacheStatus, Proto, QueryEvent};
 use crate::forward;
 use crate::state::Shared;
+use crate::upstream::Batch;
 use crate::wire::{self, rcode};
 
 /// Receive buffer: the largest UDP query we accept.
@@ -32,9 +29,6 @@ const UDP_RECV: usize = 4096;
 /// Datagrams read back to back before the loop yields to the thread's other tasks (tokio's
 /// own budget would make a waiting receive yield after 128).
 const YIELD_EVERY: usize = 32;
-
-/// Datagrams taken per receive call.
-const BATCH: usize = 16;
 
 /// Serves one UDP socket until `cancel`. Spawned slow-path tasks go to `tracker`.
 pub async fn udp_loop(
@@ -52,7 +46,7 @@ pub async fn udp_loop(
         key: Vec::with_capacity(300),
         out: Vec::with_capacity(1500),
     };
-    let mut batch = Batch::new();
+    let mut batch = Batch::new(UDP_RECV);
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     // Datagrams taken without waiting since the last yield (see below).
@@ -187,71 +181,6 @@ impl Front {
             shared.events.emit(ev);
         }));
     }
-}
-
-/// Receive buffers for one socket: up to `BATCH` datagrams per `recvmmsg(2)` call, so a
-/// busy socket costs one system call per batch instead of one per query.
-struct Batch {
-    /// `BATCH` buffers of `UDP_RECV` bytes, back to back (only the pages datagrams were
-    /// written to are ever touched).
-    bufs: Vec<u8>,
-    /// Length and source of each datagram of the last call.
-    got: [(usize, Option<SocketAddr>); BATCH],
-    n: usize,
-}
-
-impl Batch {
-    fn new() -> Batch {
-        Batch {
-            bufs: vec![0; BATCH * UDP_RECV],
-            got: [(0, None); BATCH],
-            n: 0,
-        }
-    }
-
-    /// Reads the datagrams queued on `sock` (at most `BATCH`) without waiting: how many,
-    /// or `WouldBlock` if none (which also clears the socket's readiness).
-    fn recv(&mut self, sock: &UdpSocket) -> std::io::Result<usize> {
-        let Batch { bufs, got, n } = self;
-        *n = 0;
-        let fd = sock.as_raw_fd();
-        let k = sock.try_io(Interest::READABLE, || {
-            // Made per call: it holds raw pointers, so it cannot live in this (Send) task
-            // across an await; two small allocations per batch.
-            let mut hdrs = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-            let mut chunks = bufs.chunks_mut(UDP_RECV);
-            let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
-                std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
-            let msgs = recvmmsg(fd, &mut hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
-                .map_err(std::io::Error::from)?;
-            let mut k = 0;
-            for (slot, m) in got.iter_mut().zip(msgs) {
-                *slot = (m.bytes, m.address.and_then(|a| to_std(&a)));
-                k += 1;
-            }
-            Ok(k)
-        })?;
-        *n = k;
-        Ok(k)
-    }
-
-    /// The `i`th datagram of the last call and its source.
-    fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
-        if i >= self.n {
-            return None;
-        }
-        let (len, src) = *self.got.get(i)?;
-        let pkt = self.bufs.get(i * UDP_RECV..)?.get(..len.min(UDP_RECV))?;
-        Some((pkt, src?))
-    }
-}
-
-/// A socket address as the standard library has it.
-fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::V4((*v4).into()));
-    }
-    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 /// Sends a reply: at once if the socket has room (it nearly always has: no readiness

@@ -29,6 +29,7 @@
 //!
 //! # Layout
 //! - this file: `Server`, `Registry`, `Policy`, the failover loop and one exchange;
+//! - `batch`: batched datagram receive (`recvmmsg`), also used by the UDP front end;
 //! - `health`: per-server back-off, probes, round-trip time, EDNS memory;
 //! - `udp`, `tcp`: the sockets of one exchange over each transport;
 //! - `tls`: DNS over TLS, a pool of pipelined connections per server;
@@ -53,6 +54,7 @@ use crate::event::{Attempt, Outcome, Proto, TlsConn};
 use crate::net::{ServerSpec, Transport};
 use crate::wire::{self, rcode, Query, Reply};
 
+mod batch;
 mod health;
 pub mod inflight;
 mod loops;
@@ -61,6 +63,7 @@ mod tcp;
 pub mod tls;
 mod udp;
 
+pub use batch::Batch;
 pub use health::{
     EdnsLevel, Health, Rtt, Turn, BACKOFF_MAX, BACKOFF_MIN, EDNS_LESS_FOR, RTO_FLOOR,
 };

@@ -40,6 +40,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::answers;
+use super::batch::Batch;
 use super::pending::{Delivery, Pending, PendingStats, Ticket};
 use crate::wire::{self, Reply};
 
@@ -297,7 +298,7 @@ impl Drop for Reader {
 async fn read_loop(conn: Arc<Conn>, server: SocketAddr) {
     let reader = Reader(conn);
     let conn = &reader.0;
-    let mut buf = vec![0u8; UDP_BUF];
+    let mut batch = Batch::new(UDP_BUF);
     loop {
         let ready = tokio::select! {
             biased;
@@ -321,9 +322,18 @@ async fn read_loop(conn: Arc<Conn>, server: SocketAddr) {
             });
         }
         let mut drained = false;
-        for _ in 0..READ_BATCH {
-            match conn.sock.try_recv(&mut buf) {
-                Ok(n) => dispatch(conn, buf.get(..n).unwrap_or(&[]), server),
+        // Up to READ_BATCH datagrams, a batch per receive call.
+        let mut taken = 0;
+        while taken < READ_BATCH {
+            match batch.recv(&conn.sock) {
+                Ok(n) => {
+                    for i in 0..n {
+                        if let Some(pkt) = batch.data(i) {
+                            dispatch(conn, pkt, server);
+                        }
+                    }
+                    taken += n.max(1);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;
@@ -332,6 +342,7 @@ async fn read_loop(conn: Arc<Conn>, server: SocketAddr) {
                     // The same, reported by the receive call.
                     tracing::debug!(upstream = %server, error = %e, "shared socket error");
                     conn.pending.fail_all(e.kind(), false);
+                    taken += 1;
                 }
             }
         }
