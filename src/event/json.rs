@@ -59,7 +59,7 @@ fn qtype_name(t: u16) -> std::borrow::Cow<'static, str> {
 }
 
 /// The ASCII digit of `n`'s last decimal place.
-#[inline]
+#[inline(always)]
 fn digit(n: u32) -> u8 {
     b'0' + (n % 10) as u8
 }
@@ -76,7 +76,7 @@ const PAIR_TABLE: [[u8; 2]; 100] = {
 };
 
 /// The two ASCII digits of `n` % 100.
-#[inline]
+#[inline(always)]
 fn pair(n: u32) -> [u8; 2] {
     PAIR_TABLE
         .get((n % 100) as usize)
@@ -96,7 +96,7 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
 }
 
 /// `n` < 100,000 in as many digits as it has.
-#[inline]
+#[inline(always)]
 fn push_small(out: &mut Vec<u8>, n: u32) {
     if n < 10 {
         out.push(digit(n));
@@ -114,7 +114,7 @@ fn push_small(out: &mut Vec<u8>, n: u32) {
 }
 
 /// `n` % 100,000 in exactly five digits.
-#[inline]
+#[inline(always)]
 fn five(n: u32) -> [u8; 5] {
     let ([b, c], [d, e]) = (pair(n / 100), pair(n));
     [digit(n / 10_000), b, c, d, e]
@@ -544,17 +544,59 @@ fn push_client(out: &mut Vec<u8>, ip: IpAddr) {
     out.extend_from_slice(b"\",\"port\":");
 }
 
+/// A remembered piece of a line. When it fits in `N` bytes it is also kept in a block of
+/// exactly `N`, which is copied whole (a few fixed-size moves, no call into `memcpy` for a
+/// length known only at run time) and cut back to the piece's length.
+struct Snippet<const N: usize> {
+    text: Vec<u8>,
+    block: [u8; N],
+}
+
+impl<const N: usize> Default for Snippet<N> {
+    fn default() -> Self {
+        Snippet {
+            text: Vec::new(),
+            block: [0; N],
+        }
+    }
+}
+
+impl<const N: usize> Snippet<N> {
+    /// Replaces the piece with what `write` appends to an empty buffer.
+    fn set(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.text.clear();
+        write(&mut self.text);
+        if let (Some(dst), Some(src)) = (
+            self.block.get_mut(..self.text.len()),
+            self.text.get(..N.min(self.text.len())),
+        ) {
+            dst.copy_from_slice(src);
+        }
+    }
+
+    fn push(&self, out: &mut Vec<u8>) {
+        let len = self.text.len();
+        if len <= N {
+            let at = out.len();
+            out.extend_from_slice(&self.block);
+            out.truncate(at + len);
+        } else {
+            out.extend_from_slice(&self.text);
+        }
+    }
+}
+
 /// The text of the last IP address (client) or socket address (upstream) written.
 struct AddrText<A> {
     addr: Option<A>,
-    text: Vec<u8>,
+    text: Snippet<64>,
 }
 
 impl<A> Default for AddrText<A> {
     fn default() -> Self {
         AddrText {
             addr: None,
-            text: Vec::new(),
+            text: Snippet::default(),
         }
     }
 }
@@ -562,11 +604,10 @@ impl<A> Default for AddrText<A> {
 impl<A: PartialEq + Copy> AddrText<A> {
     fn push(&mut self, out: &mut Vec<u8>, addr: A, format: fn(&mut Vec<u8>, A)) {
         if self.addr != Some(addr) {
-            self.text.clear();
-            format(&mut self.text, addr);
+            self.text.set(|t| format(t, addr));
             self.addr = Some(addr);
         }
-        out.extend_from_slice(&self.text);
+        self.text.push(out);
     }
 }
 
@@ -731,18 +772,17 @@ impl TailKey {
 #[derive(Default)]
 struct TailText {
     key: Option<TailKey>,
-    text: Vec<u8>,
+    text: Snippet<128>,
 }
 
 impl TailText {
     fn push(&mut self, out: &mut Vec<u8>, ev: &QueryEvent) {
         let key = TailKey::of(ev);
         if self.key != Some(key) {
-            self.text.clear();
-            key.write(&mut self.text);
+            self.text.set(|t| key.write(t));
             self.key = Some(key);
         }
-        out.extend_from_slice(&self.text);
+        self.text.push(out);
     }
 }
 
@@ -1142,6 +1182,19 @@ mod tests {
             }
         }
         assert!(all_plain(u64::from_ne_bytes(*b"!~azAZ09")));
+    }
+
+    #[test]
+    fn snippets_copy_exactly_their_text() {
+        let mut snip = Snippet::<8>::default();
+        for len in [0usize, 7, 8, 9, 24, 3, 8] {
+            let text: Vec<u8> = (0..len).map(|i| b'a' + i as u8).collect();
+            snip.set(|t| t.extend_from_slice(&text));
+            let mut out = b"x".to_vec();
+            snip.push(&mut out);
+            out.push(b'y');
+            assert_eq!(out, [&b"x"[..], &text, b"y"].concat(), "{len}");
+        }
     }
 
     #[test]
