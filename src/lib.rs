@@ -16,11 +16,12 @@
 //!   reloads), one exchange per transport (UDP, TCP, DNS over TLS with pooled pipelined
 //!   connections; UDP on shared sockets for loopback and own-address servers, a fresh port
 //!   per query for the rest), the in-order failover loop with back-off, loop detection,
-//!   and identical questions in flight sharing one exchange.
+//!   identical questions in flight sharing one exchange, and batched datagram receives
+//!   (`recvmmsg`, also used by `server`).
 //! - `dnssec`: DNSSEC validation for `dnssec = "validate"` zones (trust anchors, hickory's
 //!   validator over our routing/cache/failover, verdict → AD / stripping / SERVFAIL+EDE).
 //! - `forward`: the per-query pipeline (parse, route, cache, upstream, reply).
-//! - `server`: UDP receive loops with the cache-hit fast path.
+//! - `server`: UDP receive loops (a batch of datagrams per call) with the cache-hit fast path.
 //! - `tcp`: the TCP front end, every client-held resource bounded (slowest shed first).
 //! - `diag`: diagnostics that cannot flood (rate-limited warnings with counts).
 //! - `event/`: one JSON event per query (the record, its JSON line, the writer thread) and
