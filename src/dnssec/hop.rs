@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use futures_util::stream::{self, Stream};
-use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::xfer::DnsHandle;
 use hickory_net::NetError;
 use hickory_proto::op::{DnsRequest, DnsResponse};
@@ -43,7 +42,7 @@ fn fail(why: &'static str) -> Answer {
 
 impl DnsHandle for Hop {
     type Response = Answer;
-    type Runtime = TokioRuntimeProvider;
+    type Runtime = super::runtime::Runtime;
 
     fn send(&self, request: DnsRequest) -> Self::Response {
         let (reply, rx) = oneshot::channel();

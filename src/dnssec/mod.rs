@@ -20,6 +20,7 @@
 
 pub mod anchor;
 mod hop;
+mod runtime;
 pub mod verdict;
 
 use std::sync::atomic::AtomicU16;
