@@ -13,8 +13,8 @@
 # with a control socket and a metrics listener: start-up and one query, cache hits and
 # TTL-0 misses (dnsperf), a query over TCP, `control status`, a metrics scrape, a reload
 # (SIGHUP) and the shutdown (SIGTERM). The list is: functions of the measured hits and
-# misses by instructions spent in them, most first; then the rest of start-up; then the
-# rest. Names carry rustc's symbol hashes, which change with the compiler and with
+# misses by instructions spent in them, most first; then the rest of `serve`'s start-up;
+# then the rest of `serve`; then what only `check` runs. Names carry rustc's symbol hashes, which change with the compiler and with
 # dependency versions: build.rs warns when the rustc recorded here is not the one building.
 #
 # Needs: valgrind, nsd, dnsperf, dig, ss; curl for the metrics scrape (skipped without it).
@@ -153,7 +153,7 @@ valgrind --tool=callgrind --demangle=no --compress-strings=no --callgrind-out-fi
 vg=$!
 pids+=("$vg")
 for ((i = 0; i < 300; i++)); do
-    grep -q "listening on udp" "$work/serve.log" && break
+    grep -qs "listening on udp" "$work/serve.log" && break
     kill -0 "$vg" 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
     sleep 0.1
 done
@@ -184,15 +184,16 @@ self_cost() {
     ' "$@"
 }
 self_cost "$cg".2 | sort -k1,1nr | awk '{ print $2 }' >"$work/hot"
-self_cost "$cg".1 "$work"/check.*.cg | sort -k1,1nr | awk '{ print $2 }' >"$work/start"
+self_cost "$cg".1 | sort -k1,1nr | awk '{ print $2 }' >"$work/start"
 self_cost "$cg" | sort -k1,1nr | awk '{ print $2 }' >"$work/rest"
+self_cost "$work"/check.*.cg | sort -k1,1nr | awk '{ print $2 }' >"$work/check"
 nm --defined-only "$BIN" | awk '$2 ~ /^[tTwW]$/ { print $3 }' | sort -u >"$work/syms"
 {
     echo "# Functions of splitdns's release binary in the order the linker lays them out."
     echo "# Made by layout/order.sh; regenerate after a compiler or dependency upgrade."
     echo "# rustc $(readelf -p .comment "$BIN" | grep -o 'rustc version [0-9.]*' | awk '{ print $3 }')"
     # _start (the C runtime's entry) runs before callgrind names anything.
-    { echo _start; cat "$work/hot" "$work/start" "$work/rest"; } | awk '!seen[$0]++' | grep -Fxf "$work/syms"
+    { echo _start; cat "$work/hot" "$work/start" "$work/rest" "$work/check"; } | awk '!seen[$0]++' | grep -Fxf "$work/syms"
 } >"$OUT.new"
 mv "$OUT.new" "$OUT"
 echo "order.sh: $(grep -vc '^#' "$OUT") functions ($(wc -l <"$work/hot") in the hit/miss path) -> $OUT"
