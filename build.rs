@@ -8,8 +8,8 @@
 //! * `-z pack-relative-relocs` (DT_RELR, glibc 2.36+): the relocations the loader applies
 //!   at start shrink from ~150 KB to a few, and so do the pages read to apply them.
 //!
-//! Elsewhere (musl, other architectures, debug builds, another linker) nothing changes:
-//! the options are about memory, never about behaviour.
+//! Elsewhere (musl, other architectures, debug builds, another linker, a toolchain without
+//! rust-lld) nothing changes: the options are about memory, never about behaviour.
 
 use std::env;
 use std::path::Path;
@@ -29,9 +29,20 @@ fn main() {
     if !var("RUSTC_LINKER").is_empty() || flags.contains("linker") || flags.contains("fuse-ld") {
         return;
     }
-    let rustc = rustc_release(&var("RUSTC"));
-    // rust-lld became the default linker of this target in 1.90.
+    let rustc_bin = var("RUSTC");
+    let rustc =
+        rustc_output(&rustc_bin, "-V").and_then(|v| v.split_whitespace().nth(1).map(str::to_owned));
+    // rust-lld became the default linker of this target in 1.90, where the toolchain ships
+    // it (rustup's does; a distribution's rustc may link with the system's cc and ld).
     if rustc.as_deref().map(minor).unwrap_or(0) < 90 {
+        return;
+    }
+    let Some(sysroot) = rustc_output(&rustc_bin, "--print=sysroot") else {
+        return;
+    };
+    let lld =
+        Path::new(sysroot.trim()).join("lib/rustlib/x86_64-unknown-linux-gnu/bin/gcc-ld/ld.lld");
+    if !lld.exists() {
         return;
     }
 
@@ -74,14 +85,16 @@ fn glibc_minor() -> Option<u32> {
     version.split('.').nth(1)?.parse().ok()
 }
 
-/// "1.95.0" from `rustc -V` ("rustc 1.95.0 (59807616e 2026-04-14)").
-fn rustc_release(rustc: &str) -> Option<String> {
+/// What `rustc ARG` prints (`-V`: "rustc 1.95.0 (59807616e 2026-04-14)").
+fn rustc_output(rustc: &str, arg: &str) -> Option<String> {
     let out = Command::new(if rustc.is_empty() { "rustc" } else { rustc })
-        .arg("-V")
+        .arg(arg)
         .output()
         .ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    text.split_whitespace().nth(1).map(str::to_owned)
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8(out.stdout).ok()
 }
 
 /// The minor version of a "1.MINOR.PATCH" release, 0 if it is not one.

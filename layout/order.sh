@@ -162,8 +162,8 @@ for ((i = 0; i < 100; i++)); do
     dig +time=1 +tries=1 @127.0.0.1 -p "$listen" n0.test A >/dev/null 2>&1 && break
 done
 callgrind_control -d "$vg" >/dev/null 2>&1 # dump 1: start-up and the first query
-dnsperf -s 127.0.0.1 -p "$listen" -d "$work/q-hit" -n 4 -q 20 -t 5 >/dev/null
-dnsperf -s 127.0.0.1 -p "$listen" -d "$work/q-miss" -n 4 -q 20 -t 5 >/dev/null
+dnsperf -s 127.0.0.1 -p "$listen" -d "$work/q-hit" -l 5 -c 16 -q 200 -t 5 >/dev/null
+dnsperf -s 127.0.0.1 -p "$listen" -d "$work/q-miss" -l 5 -c 16 -q 200 -t 5 >/dev/null
 callgrind_control -d "$vg" >/dev/null 2>&1 # dump 2: hits and misses
 dig +tcp +time=2 +tries=1 @127.0.0.1 -p "$listen" c1.consul A >/dev/null || true
 "$BIN" -c "$work/splitdns.toml" control status >/dev/null || true
