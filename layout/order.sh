@@ -173,20 +173,20 @@ sleep 2
 kill -TERM "$vg"
 wait "$vg" || true
 
-# self_cost FILE...: "cost name" for every function of $BIN, instructions spent in it.
-self_cost() {
+# by_cost FILE...: the functions of $BIN the callgrind FILEs saw, most instructions first.
+by_cost() {
     awk -v bin="$BIN" '
         /^ob=/ { ob = substr($0, 4); next }
         /^fn=/ { fn = substr($0, 4); sub(/\047[0-9]+$/, "", fn); mine = (ob == bin); next }
         /^calls=/ { skip = 1; next }
         /^[0-9+*-]/ { if (skip) { skip = 0; next } if (mine) cost[fn] += $NF; next }
         END { for (f in cost) printf "%d %s\n", cost[f], f }
-    ' "$@"
+    ' "$@" | sort -k1,1nr | awk '{ print $2 }'
 }
-self_cost "$cg".2 | sort -k1,1nr | awk '{ print $2 }' >"$work/hot"
-self_cost "$cg".1 | sort -k1,1nr | awk '{ print $2 }' >"$work/start"
-self_cost "$cg" | sort -k1,1nr | awk '{ print $2 }' >"$work/rest"
-self_cost "$work"/check.*.cg | sort -k1,1nr | awk '{ print $2 }' >"$work/check"
+by_cost "$cg".2 >"$work/hot"
+by_cost "$cg".1 >"$work/start"
+by_cost "$cg" >"$work/rest"
+by_cost "$work"/check.*.cg >"$work/check"
 nm --defined-only "$BIN" | awk '$2 ~ /^[tTwW]$/ { print $3 }' | sort -u >"$work/syms"
 {
     echo "# Functions of splitdns's release binary in the order the linker lays them out."
