@@ -1,17 +1,18 @@
 //! The UDP front end: one receive loop per socket, each on its own thread's
 //! current-thread runtime (`SO_REUSEPORT` spreads clients over them). A busy socket is
 //! read a batch of datagrams per system call (`recvmmsg`); cache hits are answered inside
-//! the loop from wire bytes (no task, no channel, no allocation), and everything else is
-//! spawned to `forward::resolve` under a bound. TCP is `tcp`'s.
+//! the loop from wire bytes (no task, no channel), a batch's answers sent together
+//! (`sendmmsg`), and everything else is spawned to `forward::resolve` under a bound. TCP
+//! is `tcp`'s.
 //!
 //! Every packet yields exactly one event, on every path.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,7 +21,7 @@ use crate::config::Limits;
 use crate::event::{CacheStatus, Proto, QueryEvent};
 use crate::forward;
 use crate::state::Shared;
-use crate::upstream::Batch;
+use crate::upstream::{Batch, Outbox};
 use crate::wire::{self, rcode};
 
 /// Receive buffer: the largest UDP query we accept.
@@ -38,13 +39,23 @@ pub async fn udp_loop(
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let answers = Arc::new(Answers::default());
+    let sender = tokio::spawn(send_answers(
+        sock.clone(),
+        answers.clone(),
+        shared.clone(),
+        cancel.clone(),
+    ));
     let mut front = Front {
         inflight: Arc::new(Semaphore::new(limits.max_inflight)),
+        answers,
         sock,
         shared,
         tracker,
         key: Vec::with_capacity(300),
         out: Vec::with_capacity(1500),
+        outbox: Outbox::default(),
+        answered: Vec::new(),
     };
     let mut batch = Batch::new(UDP_RECV);
     let cancelled = cancel.cancelled();
@@ -90,11 +101,15 @@ pub async fn udp_loop(
         let received = Instant::now();
         for i in 0..n {
             if let Some((pkt, src)) = batch.get(i) {
-                front.handle(pkt, src, received).await;
+                front.handle(pkt, src, received);
             }
         }
+        front.send_answers(received).await;
         run += n.max(1);
     }
+    // The sender has been told too (`cancel`); it sends what is queued and stops, and the
+    // tasks still running send their own answers.
+    let _ = sender.await;
 }
 
 /// One socket's front end: what handling a datagram needs.
@@ -104,27 +119,59 @@ struct Front {
     tracker: TaskTracker,
     /// Queries handed to the slow path and not yet answered, bounded.
     inflight: Arc<Semaphore>,
+    /// Where the slow path's answers wait for the socket's sender.
+    answers: Arc<Answers>,
     /// Scratch: the cache key, the reply.
     key: Vec<u8>,
     out: Vec<u8>,
+    /// The batch's cache answers, sent together once the batch is read, and their events,
+    /// emitted once each send's outcome is known.
+    outbox: Outbox,
+    answered: Vec<QueryEvent>,
 }
 
 impl Front {
-    /// Answers `pkt` from the cache, or hands it to the slow path (a task), or, over the
-    /// in-flight bound, answers SERVFAIL or drops it.
-    async fn handle(&mut self, pkt: &[u8], src: SocketAddr, received: Instant) {
+    /// Sends the answers queued by [`Front::handle`] and emits their events.
+    async fn send_answers(&mut self, received: Instant) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let answered = &mut self.answered;
+        self.outbox
+            .flush(&self.sock, |i, r| {
+                if let (Err(_), Some(ev)) = (r, answered.get_mut(i)) {
+                    ev.error = Some("send failed");
+                }
+            })
+            .await;
+        for mut ev in self.answered.drain(..) {
+            ev.duration = received.elapsed();
+            self.shared.events.emit(ev);
+        }
+    }
+
+    /// Answers `pkt` from the cache (queued in the outbox), or hands it to the slow path
+    /// (a task), or, over the in-flight bound, answers SERVFAIL or drops it.
+    fn handle(&mut self, pkt: &[u8], src: SocketAddr, received: Instant) {
         let Front {
             sock,
             shared,
             tracker,
             inflight,
+            answers,
             key,
             out,
+            outbox,
+            answered,
         } = self;
-        let fast = try_fast_hit(shared, sock, pkt, src, received, key, out).await;
-        if fast == Fast::Answered {
-            return;
-        }
+        let fast = match try_fast_hit(shared, pkt, src, received, key, out) {
+            Ok(ev) => {
+                outbox.push(out, src);
+                answered.push(ev);
+                return;
+            }
+            Err(fast) => fast,
+        };
         let Ok(permit) = inflight.clone().try_acquire_owned() else {
             // Over the bound: a well-formed query from an allowed client gets SERVFAIL at
             // once (the client fails fast instead of waiting out its 5 s timeout, and we
@@ -163,23 +210,134 @@ impl Front {
             data.extend_from_slice(key);
         }
         let pkt_len = pkt.len();
-        let (sock, shared) = (sock.clone(), shared.clone());
+        let (sock, shared, answers) = (sock.clone(), shared.clone(), answers.clone());
         // Boxed: the resolve future is several KB, and an unboxed one is copied a few
         // times on its way into the task (and needs an aligned allocation).
         tracker.spawn(Box::pin(async move {
-            let _permit = permit;
             let mut ev = QueryEvent::new(SystemTime::now(), src, Proto::Udp);
             let (pkt, key) = data.split_at(pkt_len);
             let known = missed.then_some(forward::Missed { key });
             let reply = forward::resolve(&shared, pkt, Proto::Udp, received, known, &mut ev).await;
-            if let Some(r) = reply {
-                if send_to(&sock, &r, src).await.is_err() {
-                    ev.error = Some("send failed");
-                }
+            let Some(r) = reply else {
+                ev.duration = received.elapsed();
+                shared.events.emit(ev);
+                return;
+            };
+            // Queued for the socket's sender (with the permit: the bound covers answers
+            // not yet sent), or, once the sender has stopped, sent from here.
+            let Some((mut ev, _permit)) = answers.queue(&r, src, ev, received, permit) else {
+                return;
+            };
+            if send_to(&sock, &r, src).await.is_err() {
+                ev.error = Some("send failed");
             }
             ev.duration = received.elapsed();
             shared.events.emit(ev);
         }));
+    }
+}
+
+/// The slow path's answers for one socket. The tasks that finish in one turn of the
+/// thread queue theirs here, and the socket's sender ([`send_answers`]), woken by the
+/// first, runs after them and sends them all together. Holds at most `max_inflight`
+/// answers: each keeps its query's permit until it is sent.
+#[derive(Default)]
+struct Answers {
+    queue: Mutex<Queued>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct Queued {
+    outbox: Outbox,
+    answered: Vec<Answered>,
+    /// The sender has stopped: tasks send their own answers.
+    closed: bool,
+}
+
+/// An answer's event, waiting for the answer to be sent.
+struct Answered {
+    ev: QueryEvent,
+    received: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Answers {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        // Plain data: a panic elsewhere mid-push leaves it usable.
+        match self.queue.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Queues `reply` for `dst`; gives the event and permit back if the sender has stopped
+    /// (the caller then sends it).
+    fn queue(
+        &self,
+        reply: &[u8],
+        dst: SocketAddr,
+        ev: QueryEvent,
+        received: Instant,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<(QueryEvent, OwnedSemaphorePermit)> {
+        let first = {
+            let mut q = self.lock();
+            if q.closed {
+                return Some((ev, permit));
+            }
+            q.outbox.push(reply, dst);
+            q.answered.push(Answered {
+                ev,
+                received,
+                _permit: permit,
+            });
+            q.answered.len() == 1
+        };
+        if first {
+            self.ready.notify_one();
+        }
+        None
+    }
+}
+
+/// One socket's sender: sends the slow path's queued answers, a turn's worth per wake-up,
+/// and emits their events. On `cancel` it sends what is queued and stops.
+async fn send_answers(
+    sock: Arc<UdpSocket>,
+    answers: Arc<Answers>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let mut outbox = Outbox::default();
+    let mut answered = Vec::new();
+    loop {
+        let stop = tokio::select! {
+            biased;
+            () = answers.ready.notified() => false,
+            () = cancel.cancelled() => true,
+        };
+        {
+            let mut q = answers.lock();
+            std::mem::swap(&mut q.outbox, &mut outbox);
+            std::mem::swap(&mut q.answered, &mut answered);
+            q.closed = stop;
+        }
+        outbox
+            .flush(&sock, |i, r| {
+                if let (Err(_), Some(a)) = (r, answered.get_mut(i)) {
+                    a.ev.error = Some("send failed");
+                }
+            })
+            .await;
+        for a in answered.drain(..) {
+            let mut ev = a.ev;
+            ev.duration = a.received.elapsed();
+            shared.events.emit(ev);
+        }
+        if stop {
+            break;
+        }
     }
 }
 
@@ -192,11 +350,9 @@ async fn send_to(sock: &UdpSocket, buf: &[u8], dst: SocketAddr) -> std::io::Resu
     }
 }
 
-/// What the fast path did with a datagram.
+/// Why the fast path did not answer a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fast {
-    /// Answered from the cache (and its event emitted).
-    Answered,
     /// A well-formed query from an allowed client that is not cached: `key` holds its
     /// cache key.
     Missed,
@@ -206,37 +362,36 @@ enum Fast {
 }
 
 /// The hot path: a well-formed query from an allowed client whose answer is cached and
-/// fits the client's UDP size is answered here.
-async fn try_fast_hit(
+/// fits the client's UDP size gets its answer in `out` and its event (to be emitted once
+/// the answer is sent).
+fn try_fast_hit(
     shared: &Shared,
-    sock: &UdpSocket,
     pkt: &[u8],
     src: SocketAddr,
     received: Instant,
     key: &mut Vec<u8>,
     out: &mut Vec<u8>,
-) -> Fast {
+) -> Result<QueryEvent, Fast> {
     let Ok(q) = wire::parse_query(pkt) else {
-        return Fast::Other;
+        return Err(Fast::Other);
     };
     let generation = {
         let snap = shared.snapshot.load();
         if !snap.allowed(src.ip()) {
-            return Fast::Other;
+            return Err(Fast::Other);
         }
         snap.generation
     };
     wire::cache_key(&q, key);
     let entry = match shared.cache.get(key, q.question, received, false, out) {
         Lookup::Hit(entry) => entry,
-        Lookup::Miss => return Fast::Missed,
-        Lookup::Stale(_) => return Fast::Other,
+        Lookup::Miss => return Err(Fast::Missed),
+        Lookup::Stale(_) => return Err(Fast::Other),
     };
     if out.len() > q.udp_limit() {
-        return Fast::Other;
+        return Err(Fast::Other);
     }
     wire::set_id(out, q.id);
-    let sent = send_to(sock, out, src).await;
     let mut ev = QueryEvent::new(SystemTime::now(), src, Proto::Udp);
     ev.set_query(&q);
     ev.generation = Some(generation);
@@ -245,10 +400,5 @@ async fn try_fast_hit(
     ev.cache = CacheStatus::Hit;
     crate::dnssec::record_hit(&mut ev, entry.tag, out);
     ev.set_reply(out);
-    if sent.is_err() {
-        ev.error = Some("send failed");
-    }
-    ev.duration = received.elapsed();
-    shared.events.emit(ev);
-    Fast::Answered
+    Ok(ev)
 }

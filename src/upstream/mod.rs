@@ -63,7 +63,7 @@ mod tcp;
 pub mod tls;
 mod udp;
 
-pub use batch::Batch;
+pub use batch::{Batch, Outbox};
 pub use health::{
     EdnsLevel, Health, Rtt, Turn, BACKOFF_MAX, BACKOFF_MIN, EDNS_LESS_FOR, RTO_FLOOR,
 };
@@ -655,7 +655,7 @@ async fn udp_rounds(
         if now >= next_send {
             let id = flight.next_id(q.question);
             let msg = wire::upstream_query_with(q, id, opt);
-            if let Err(e) = flight.send(&msg).await {
+            if let Err(e) = flight.send(&msg, id).await {
                 break Err(e.into());
             }
             ids.push(id);

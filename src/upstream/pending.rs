@@ -229,6 +229,26 @@ impl<R> Pending<R> {
         Delivery::Delivered
     }
 
+    /// Fails the query waiting with `id` (if it still waits) with `kind`: its copy could
+    /// not be sent.
+    pub fn fail(&self, id: u16, kind: io::ErrorKind) {
+        let waker = {
+            let mut inner = self.lock();
+            match inner.slots.get_mut(&id) {
+                Some(slot) if matches!(slot.state, State::Waiting(_)) => {
+                    match std::mem::replace(&mut slot.state, State::Done(Err(kind))) {
+                        State::Waiting(w) => w,
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     /// Fails every waiting query with `kind` (the transport broke: a connection reset, an
     /// ICMP port unreachable on a connected socket). With `close`, later registrations
     /// are refused too.
@@ -407,6 +427,34 @@ mod tests {
             }
         }
         assert_eq!(p.register(Q).unwrap_err(), RegisterError::Closed);
+    }
+
+    #[test]
+    fn fail_wakes_only_that_query_and_the_others_still_get_replies() {
+        let p: Arc<Pending<u8>> = Arc::new(Pending::new(8));
+        let mut a = p.register(Q).unwrap();
+        let mut b = p.register(Q).unwrap();
+        let (fa, fb) = (Arc::new(Flag(false.into())), Arc::new(Flag(false.into())));
+        assert!(poll_once(&mut a, &fa).is_pending());
+        assert!(poll_once(&mut b, &fb).is_pending());
+        p.fail(a.id(), io::ErrorKind::ConnectionRefused);
+        assert!(fa.0.load(Ordering::SeqCst));
+        assert!(!fb.0.load(Ordering::SeqCst));
+        match poll_once(&mut a, &fa) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused),
+            other => panic!("{other:?}"),
+        }
+        // An ID nobody waits with, or one already settled, changes nothing.
+        let unused = (0..=u16::MAX)
+            .find(|&i| i != a.id() && i != b.id())
+            .unwrap();
+        p.fail(unused, io::ErrorKind::ConnectionRefused);
+        p.fail(a.id(), io::ErrorKind::TimedOut);
+        assert!(poll_once(&mut b, &fb).is_pending());
+        assert_eq!(p.complete(b.id(), |_| Some(7)), Delivery::Delivered);
+        assert!(matches!(poll_once(&mut b, &fb), Poll::Ready(Ok(7))));
+        // The table stays open.
+        assert!(p.register(Q).is_ok());
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //!   matches each reply by ID, then question (the same rule as `super::accept`), and
 //!   drops the rest. This saves `socket`,
 //!   `bind`, `connect`, two `epoll_ctl` and `close` per query — the bulk of a TTL-0
-//!   (Consul) query's cost.
+//!   (Consul) query's cost. The same task sends the queries: those queued in one turn of
+//!   the thread go out together (`sendmmsg`), and a copy the kernel refuses fails its
+//!   query as a send of its own would have.
 //!
 //! A socket per receive thread (rather than one for the whole process) means the reply is
 //! read on the thread whose query waits for it: waking a task on another thread would cost
@@ -30,17 +32,18 @@ use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 
 use arc_swap::ArcSwapOption;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::answers;
-use super::batch::Batch;
+use super::batch::{Batch, Outbox};
 use super::pending::{Delivery, Pending, PendingStats, Ticket};
 use crate::wire::{self, Reply};
 
@@ -240,8 +243,62 @@ type Delivered = (Vec<u8>, Reply);
 struct Conn {
     sock: UdpSocket,
     pending: Arc<Pending<Delivered>>,
+    /// Copies queued to be sent by the socket's task, and its wake-up.
+    sends: Mutex<Sends>,
+    queued: Notify,
     alive: AtomicBool,
     stop: CancellationToken,
+}
+
+/// Copies of queries waiting to be sent, with their IDs (to fail the one the kernel
+/// refuses). At most one per waiting query: bounded by the table's capacity (a copy
+/// beyond it is sent with an unregistered ID, and its reply dropped, as before).
+#[derive(Default)]
+struct Sends {
+    outbox: Outbox,
+    /// `None` for a copy sent with an unregistered ID (the table was full).
+    ids: Vec<Option<u16>>,
+}
+
+impl Conn {
+    fn sends(&self) -> MutexGuard<'_, Sends> {
+        // Plain data: a panic elsewhere mid-push leaves it usable.
+        match self.sends.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Queues one copy of a query (`msg`, carrying `id`) for the socket's task.
+    fn queue(&self, msg: &[u8], id: Option<u16>) {
+        let first = {
+            let mut q = self.sends();
+            q.outbox.push_connected(msg);
+            q.ids.push(id);
+            q.ids.len() == 1
+        };
+        if first {
+            self.queued.notify_one();
+        }
+    }
+
+    /// Sends the copies queued so far (`spare` is swapped in for them, so queries queue
+    /// meanwhile); a copy the kernel refuses fails its query with the error.
+    async fn send_queued(&self, spare: &mut Sends) {
+        std::mem::swap(&mut *self.sends(), spare);
+        let Sends { outbox, ids } = spare;
+        if outbox.is_empty() {
+            return;
+        }
+        outbox
+            .flush(&self.sock, |i, r| {
+                if let (Err(e), Some(&Some(id))) = (r, ids.get(i)) {
+                    self.pending.fail(id, e.kind());
+                }
+            })
+            .await;
+        ids.clear();
+    }
 }
 
 /// The owner's handle: dropping the last one stops the reader and closes the socket.
@@ -274,6 +331,8 @@ impl Handle {
         let conn = Arc::new(Conn {
             sock,
             pending: Arc::new(Pending::new(SHARED_CAPACITY)),
+            sends: Mutex::new(Sends::default()),
+            queued: Notify::new(),
             alive: AtomicBool::new(true),
             stop: CancellationToken::new(),
         });
@@ -299,10 +358,14 @@ async fn read_loop(conn: Arc<Conn>, server: SocketAddr) {
     let reader = Reader(conn);
     let conn = &reader.0;
     let mut batch = Batch::new(UDP_BUF);
+    let mut spare = Sends::default();
     loop {
+        // What the queries of the last turn queued goes out first, together.
+        conn.send_queued(&mut spare).await;
         let ready = tokio::select! {
             biased;
             _ = conn.stop.cancelled() => break,
+            () = conn.queued.notified() => continue,
             r = conn.sock.ready(Interest::READABLE | Interest::ERROR) => match r {
                 Ok(r) => r,
                 Err(_) => break,
@@ -432,11 +495,19 @@ impl Flight {
         }
     }
 
-    /// Sends one copy of the query.
-    pub(super) async fn send(&self, msg: &[u8]) -> io::Result<()> {
+    /// Sends one copy of the query (carrying `id`). On a shared socket it is queued for
+    /// the socket's task, which sends it after this turn of the thread; if the kernel
+    /// refuses it, the error comes back from [`Flight::recv`].
+    pub(super) async fn send(&self, msg: &[u8], id: u16) -> io::Result<()> {
         let sock = match self {
             Flight::Fresh(sock) => sock,
-            Flight::Shared { handle, .. } => &handle.conn.sock,
+            Flight::Shared {
+                handle, tickets, ..
+            } => {
+                let registered = tickets.iter().any(|t| t.id() == id);
+                handle.conn.queue(msg, registered.then_some(id));
+                return Ok(());
+            }
         };
         // At once if the socket has room (no readiness future), else when it has.
         match sock.try_send(msg) {
