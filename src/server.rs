@@ -144,10 +144,11 @@ impl Front {
                 }
             })
             .await;
-        for mut ev in self.answered.drain(..) {
-            ev.duration = received.elapsed();
-            self.shared.events.emit(ev);
+        let duration = received.elapsed();
+        for ev in &mut self.answered {
+            ev.duration = duration;
         }
+        self.shared.events.emit_all(&mut self.answered);
     }
 
     /// Answers `pkt` from the cache (queued in the outbox), or hands it to the slow path
@@ -250,16 +251,11 @@ struct Answers {
 #[derive(Default)]
 struct Queued {
     outbox: Outbox,
-    answered: Vec<Answered>,
+    /// Each answer's event, and when its query arrived and its permit.
+    events: Vec<QueryEvent>,
+    held: Vec<(Instant, OwnedSemaphorePermit)>,
     /// The sender has stopped: tasks send their own answers.
     closed: bool,
-}
-
-/// An answer's event, waiting for the answer to be sent.
-struct Answered {
-    ev: QueryEvent,
-    received: Instant,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl Answers {
@@ -287,12 +283,9 @@ impl Answers {
                 return Some((ev, permit));
             }
             q.outbox.push(reply, dst);
-            q.answered.push(Answered {
-                ev,
-                received,
-                _permit: permit,
-            });
-            q.answered.len() == 1
+            q.events.push(ev);
+            q.held.push((received, permit));
+            q.events.len() == 1
         };
         if first {
             self.ready.notify_one();
@@ -310,7 +303,8 @@ async fn send_answers(
     cancel: CancellationToken,
 ) {
     let mut outbox = Outbox::default();
-    let mut answered = Vec::new();
+    let mut events = Vec::new();
+    let mut held = Vec::new();
     loop {
         let stop = tokio::select! {
             biased;
@@ -320,21 +314,24 @@ async fn send_answers(
         {
             let mut q = answers.lock();
             std::mem::swap(&mut q.outbox, &mut outbox);
-            std::mem::swap(&mut q.answered, &mut answered);
+            std::mem::swap(&mut q.events, &mut events);
+            std::mem::swap(&mut q.held, &mut held);
             q.closed = stop;
         }
         outbox
             .flush(&sock, |i, r| {
-                if let (Err(_), Some(a)) = (r, answered.get_mut(i)) {
-                    a.ev.error = Some("send failed");
+                if let (Err(_), Some(ev)) = (r, events.get_mut(i)) {
+                    ev.error = Some("send failed");
                 }
             })
             .await;
-        for a in answered.drain(..) {
-            let mut ev = a.ev;
-            ev.duration = a.received.elapsed();
-            shared.events.emit(ev);
+        let now = Instant::now();
+        for (ev, (received, _)) in events.iter_mut().zip(&held) {
+            ev.duration = now.saturating_duration_since(*received);
         }
+        shared.events.emit_all(&mut events);
+        // The permits go back once the answers are out.
+        held.clear();
         if stop {
             break;
         }

@@ -258,6 +258,47 @@ impl EventSink {
         }
     }
 
+    /// [`EventSink::emit`] for every event in `evs` (which is left empty), taking the
+    /// lane's lock once: what a batch of answers sent together emits.
+    pub fn emit_all(&self, evs: &mut Vec<QueryEvent>) {
+        for ev in evs.iter() {
+            self.stats.record(ev);
+        }
+        let Some(q) = &self.queues else {
+            evs.clear();
+            return;
+        };
+        let Some(Lane(lane)) = q.lanes.get(super::stats::thread_index() % LANES) else {
+            evs.clear();
+            return;
+        };
+        let dropped = {
+            let mut lane = lock(lane);
+            let room = if q.closed.load(Ordering::Relaxed) {
+                0
+            } else {
+                LANE_CAPACITY.saturating_sub(lane.len())
+            };
+            let dropped = evs.len().saturating_sub(room);
+            evs.truncate(room);
+            if !evs.is_empty() {
+                if lane.capacity() == 0 {
+                    lane.reserve_exact(LANE_START.max(evs.len()));
+                }
+                lane.append(evs);
+            }
+            dropped
+        };
+        evs.clear();
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        // As in `emit`.
+        if q.parked.load(Ordering::SeqCst) && q.parked.swap(false, Ordering::SeqCst) {
+            q.wake();
+        }
+    }
+
     /// Events whose lines reached the output so far.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
@@ -612,6 +653,46 @@ mod tests {
             w.writes,
             text.len()
         );
+    }
+
+    #[test]
+    fn emit_all_queues_up_to_the_lane_bound_and_counts_the_rest_dropped() {
+        let q = Arc::new(Queues::new());
+        let sink = EventSink {
+            queues: Some(q.clone()),
+            dropped: Arc::new(AtomicU64::new(0)),
+            written: Arc::new(AtomicU64::new(0)),
+            stats: Arc::new(super::super::stats::Stats::new()),
+        };
+        let queued = |q: &Queues| q.lanes.iter().map(|Lane(l)| lock(l).len()).sum::<usize>();
+        for i in 0..(LANE_CAPACITY - 3) as u16 {
+            sink.emit(event(i));
+        }
+        let mut batch: Vec<QueryEvent> = (0..10).map(event).collect();
+        sink.emit_all(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(queued(&q), LANE_CAPACITY);
+        assert_eq!(sink.dropped(), 7);
+        // The three that fit are the batch's first three, in order.
+        let ids: Vec<Option<u16>> = q
+            .lanes
+            .iter()
+            .flat_map(|Lane(l)| {
+                lock(l)
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(|e| e.id)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(ids, [Some(2), Some(1), Some(0)]);
+        // Once closed, a batch is dropped whole.
+        q.closed.store(true, Ordering::Relaxed);
+        let mut batch: Vec<QueryEvent> = (0..4).map(event).collect();
+        sink.emit_all(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(sink.dropped(), 11);
     }
 
     #[test]
