@@ -103,9 +103,9 @@ impl Batch {
 pub struct Outbox {
     /// The datagrams back to back.
     bytes: Vec<u8>,
-    /// Where each datagram ends in `bytes`, and its destination (as std has it, and as
-    /// the kernel takes it), or `None` for a connected socket's peer.
-    msgs: Vec<(usize, Option<(SocketAddr, SocketAddrAny)>)>,
+    /// Where each datagram ends in `bytes`, and its destination (`None`: a connected
+    /// socket's peer).
+    msgs: Vec<(usize, Option<SocketAddr>)>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -121,8 +121,7 @@ impl Outbox {
     /// Queues `data` for `dst`; it is the [`Outbox::len`]th before the call.
     pub fn push(&mut self, data: &[u8], dst: SocketAddr) {
         self.bytes.extend_from_slice(data);
-        self.msgs
-            .push((self.bytes.len(), Some((dst, SocketAddrAny::from(dst)))));
+        self.msgs.push((self.bytes.len(), Some(dst)));
     }
 
     /// Queues `data` for the peer of the (connected) socket it will be sent on.
@@ -174,8 +173,8 @@ impl Outbox {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let data = self.datagram(i);
-                    let r = match self.msgs.get(i).and_then(|m| m.1.as_ref()) {
-                        Some((dst, _)) => sock.send_to(data, *dst).await.map(drop),
+                    let r = match self.msgs.get(i).and_then(|m| m.1) {
+                        Some(dst) => sock.send_to(data, dst).await.map(drop),
                         None => sock.send(data).await.map(drop),
                     };
                     done(i, r);
@@ -204,6 +203,11 @@ impl Outbox {
                 &[]
             })]
         });
+        // The kernel's form of each destination, made here rather than kept per datagram.
+        let addrs: [Option<SocketAddrAny>; BATCH] = std::array::from_fn(|j| {
+            let dst = self.msgs.get(from + j).filter(|_| from + j < end)?.1?;
+            Some(SocketAddrAny::from(dst))
+        });
         let mut control: [SendAncillaryBuffer<'_, '_, '_>; BATCH] =
             std::array::from_fn(|_| SendAncillaryBuffer::default());
         sock.try_io(Interest::WRITABLE, || {
@@ -212,10 +216,11 @@ impl Outbox {
                 .get(from..end)
                 .unwrap_or_default()
                 .iter()
+                .zip(&addrs)
                 .zip(iovs.iter())
                 .zip(control.iter_mut())
                 .map(|(((_, dst), iov), c)| match dst {
-                    Some((_, dst)) => MMsgHdr::new_with_addr(dst, iov, c),
+                    Some(dst) => MMsgHdr::new_with_addr(dst, iov, c),
                     None => MMsgHdr::new(iov, c),
                 })
                 .collect();
